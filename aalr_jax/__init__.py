@@ -1,0 +1,37 @@
+"""aalr_jax: likelihood-free inference with amortized approximate likelihood ratios (AALR) in JAX.
+
+Pipeline: ``simulate`` a bank from a prior and a simulator, ``fit`` a ratio estimator whose logit is
+``log r(x|θ)``, then ``sample_posterior`` for any observation (or thousands at once) with BlackJAX.
+"""
+
+from importlib.metadata import PackageNotFoundError, version
+
+from aalr_jax import priors, tasks
+from aalr_jax.data import SimulationBank, simulate, split_bank
+from aalr_jax.io import load_estimator, save_estimator
+from aalr_jax.nn import NetworkConfig, RatioEstimator
+from aalr_jax.sampling import ExactLikelihood, PosteriorSamples, sample_posterior
+from aalr_jax.train import FitResult, TrainHistory, fit
+
+try:
+    __version__ = version("aalr-jax")
+except PackageNotFoundError:  # running from a source tree without installation
+    __version__ = "0.0.0+unknown"
+
+__all__ = [
+    "ExactLikelihood",
+    "FitResult",
+    "NetworkConfig",
+    "PosteriorSamples",
+    "RatioEstimator",
+    "SimulationBank",
+    "TrainHistory",
+    "fit",
+    "load_estimator",
+    "priors",
+    "sample_posterior",
+    "save_estimator",
+    "simulate",
+    "split_bank",
+    "tasks",
+]

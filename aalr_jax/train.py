@@ -1,0 +1,215 @@
+"""Training a ratio estimator with optax: one jitted ``lax.scan`` per epoch, early stopping.
+
+Each epoch shuffles the training bank, cuts it into ``n_train // batch_size`` minibatches (the
+``n_train mod batch_size`` left over change every epoch, so none is left out for good) and scans
+the optimizer over them inside one compiled call. After each epoch the validation loss is computed
+on the held-out bank with a fixed pairing; the parameters with the lowest validation loss are kept,
+and training stops after ``patience`` epochs without improvement (or at ``max_epochs``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from tqdm.auto import tqdm
+
+from aalr_jax.data import SimulationBank, split_bank
+from aalr_jax.losses import estimator_loss
+from aalr_jax.nn import NetworkConfig, RatioEstimator, init_estimator, standardization_from
+
+__all__ = ["FitResult", "TrainHistory", "TrainState", "build_epoch", "evaluate", "fit"]
+
+
+class TrainState(NamedTuple):
+    """``estimator`` being trained and the optimizer's state."""
+
+    estimator: RatioEstimator
+    opt_state: optax.OptState
+
+
+class TrainHistory(NamedTuple):
+    """Per-epoch losses (``(num_epochs,)`` arrays) and the outcome of early stopping."""
+
+    train_loss: np.ndarray
+    validation_loss: np.ndarray
+    best_epoch: int
+    stopped_early: bool
+    seconds: float
+
+
+class FitResult(NamedTuple):
+    estimator: RatioEstimator
+    history: TrainHistory
+
+
+def build_epoch(optimizer: optax.GradientTransformation, batch_size: int, balance: float = 0.0):
+    """A jitted ``epoch(state, theta, x, rng_key) -> (state, mean_train_loss)``.
+
+    ``theta: (n, d)`` and ``x: (n, *x_shape)`` are traced arguments (never closed over).
+    """
+
+    def loss_fn(params, estimator, theta, x):
+        return estimator_loss(dataclasses.replace(estimator, params=params), theta, x, balance)
+
+    def step(state: TrainState, batch):
+        theta, x = batch
+        loss, grads = jax.value_and_grad(loss_fn)(state.estimator.params, state.estimator, theta, x)
+        updates, opt_state = optimizer.update(grads, state.opt_state, state.estimator.params)
+        params = optax.apply_updates(state.estimator.params, updates)
+        return TrainState(dataclasses.replace(state.estimator, params=params), opt_state), loss
+
+    @jax.jit
+    def epoch(state: TrainState, theta, x, rng_key):
+        n = theta.shape[0]
+        num_batches = n // batch_size
+        idx = jax.random.permutation(rng_key, n)[: num_batches * batch_size]
+        idx = idx.reshape(num_batches, batch_size)
+        state, losses = jax.lax.scan(step, state, (theta[idx], x[idx]))
+        return state, losses.mean()
+
+    return epoch
+
+
+@jax.jit
+def _batch_losses(estimator, theta, x):
+    return jax.lax.map(lambda b: estimator_loss(estimator, *b), (theta, x))
+
+
+def evaluate(estimator: RatioEstimator, bank: SimulationBank, batch_size: int = 1024) -> float:
+    """Mean AALR loss on a bank in fixed batches of ``batch_size`` (θ rolled within each batch).
+
+    The last partial batch is evaluated too, on its own.
+    """
+    n = bank.num_simulations
+    full = (n // batch_size) * batch_size
+    totals, weights = [], []
+    if full:
+        shape = (n // batch_size, batch_size)
+        losses = _batch_losses(
+            estimator,
+            bank.theta[:full].reshape(shape + bank.theta.shape[1:]),
+            bank.x[:full].reshape(shape + bank.x.shape[1:]),
+        )
+        totals.append(float(losses.sum()) * batch_size)
+        weights.append(full)
+    if full < n:
+        rest = n - full
+        if rest >= 2:
+            loss = _batch_losses(estimator, bank.theta[None, full:], bank.x[None, full:])
+            totals.append(float(loss[0]) * rest)
+            weights.append(rest)
+    return sum(totals) / sum(weights)
+
+
+def fit(
+    rng_key: jax.Array,
+    bank: SimulationBank,
+    *,
+    hidden_features: tuple = (128, 128, 128),
+    activation: str = "selu",
+    embedding: str = "flatten",
+    optimizer: optax.GradientTransformation | None = None,
+    learning_rate: float = 1e-3,
+    batch_size: int = 256,
+    max_epochs: int = 300,
+    patience: int = 20,
+    validation_fraction: float = 0.1,
+    validation_bank: SimulationBank | None = None,
+    balance: float = 0.0,
+    progress: bool = True,
+) -> FitResult:
+    """Train a ratio estimator ``f(θ, x) ≈ log r(x|θ)`` on a simulation bank.
+
+    Args:
+        rng_key: PRNG key (initialisation, split, shuffling).
+        bank: ``SimulationBank(theta (n, d), x (n, *x_shape))``.
+        hidden_features, activation, embedding: the network (see :class:`aalr_jax.nn.NetworkConfig`).
+        optimizer: any ``optax.GradientTransformation``; default ``optax.adamw(learning_rate,
+            weight_decay=0)`` (weight decay over-broadens posteriors, Hermans et al. 2020).
+        learning_rate: used by the default optimizer only.
+        batch_size: pairs per minibatch (each yields ``batch_size`` dependent and independent pairs).
+        max_epochs: upper bound on epochs.
+        patience: stop after this many epochs without a lower validation loss.
+        validation_fraction: share of ``bank`` held out when ``validation_bank`` is not given.
+        validation_bank: an explicit held-out bank (then all of ``bank`` trains).
+        balance: λ of the balanced-NRE penalty (0: plain AALR; 100 is the BNRE paper's value).
+        progress: show a progress bar with train and validation loss.
+
+    Returns:
+        ``FitResult(estimator, history)``; the estimator holds the best-validation parameters.
+    """
+    if not isinstance(bank, SimulationBank):
+        bank = SimulationBank(*bank)
+    theta, x = jnp.asarray(bank.theta, jnp.float32), jnp.asarray(bank.x, jnp.float32)
+    if theta.ndim != 2 or x.ndim < 2 or theta.shape[0] != x.shape[0]:
+        raise ValueError(
+            f"bank must hold theta (n, d) and x (n, ...) with the same n, got {theta.shape} and {x.shape}"
+        )
+    if not (bool(jnp.isfinite(theta).all()) and bool(jnp.isfinite(x).all())):
+        raise ValueError("bank contains non-finite values; simulate(..., on_invalid='drop') removes them")
+    for name, value in (("batch_size", batch_size), ("max_epochs", max_epochs), ("patience", patience)):
+        if int(value) != value or value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value}")
+    if balance < 0:
+        raise ValueError(f"balance must be >= 0, got {balance}")
+
+    key_split, key_init, key_epochs = jax.random.split(rng_key, 3)
+    bank = SimulationBank(theta, x)
+    if validation_bank is None:
+        train, val = split_bank(key_split, bank, validation_fraction)
+    else:
+        train, val = bank, SimulationBank(*validation_bank)
+        if val.theta.shape[1:] != theta.shape[1:] or val.x.shape[1:] != x.shape[1:]:
+            raise ValueError("validation_bank must have the same theta and x shapes as bank")
+    if train.num_simulations < batch_size:
+        raise ValueError(
+            f"batch_size={batch_size} is larger than the {train.num_simulations} training simulations; "
+            "simulate more or lower batch_size"
+        )
+    if val.num_simulations < 2:
+        raise ValueError("the validation bank needs at least 2 simulations")
+
+    config = NetworkConfig(
+        theta_dim=int(theta.shape[1]),
+        x_shape=tuple(int(s) for s in x.shape[1:]),
+        hidden_features=tuple(int(h) for h in hidden_features),
+        activation=activation,
+        embedding=embedding,
+    )
+    estimator = init_estimator(key_init, config, standardization_from(train.theta, train.x))
+    if optimizer is None:
+        optimizer = optax.adamw(learning_rate, weight_decay=0.0)
+    state = TrainState(estimator, optimizer.init(estimator.params))
+    epoch = build_epoch(optimizer, batch_size, balance)
+
+    start = time.perf_counter()
+    best_loss, best_epoch, best = np.inf, 0, estimator
+    train_losses, val_losses = [], []
+    bar = tqdm(range(max_epochs), desc="train", unit="epoch", disable=not progress, leave=False)
+    for i in bar:
+        state, train_loss = epoch(state, train.theta, train.x, jax.random.fold_in(key_epochs, i))
+        val_loss = evaluate(state.estimator, val)
+        train_losses.append(float(train_loss))
+        val_losses.append(val_loss)
+        if not np.isfinite(val_loss):
+            raise FloatingPointError(f"validation loss became {val_loss} at epoch {i}; lower the learning rate")
+        if val_loss < best_loss:
+            best_loss, best_epoch, best = val_loss, i, state.estimator
+        bar.set_postfix(train=f"{train_losses[-1]:.4f}", val=f"{val_loss:.4f}", best=best_epoch)
+        if i - best_epoch >= patience:
+            break
+    bar.close()
+    history = TrainHistory(
+        train_loss=np.asarray(train_losses),
+        validation_loss=np.asarray(val_losses),
+        best_epoch=best_epoch,
+        stopped_early=len(train_losses) < max_epochs,
+        seconds=time.perf_counter() - start,
+    )
+    return FitResult(best, history)
