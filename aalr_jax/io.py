@@ -1,9 +1,285 @@
-"""Saving and loading trained estimators (placeholder; being written)."""
+"""Saving and loading trained estimators as a single, pickle-free ``.npz`` file.
+
+File format (format name ``"aalr_jax.estimator"``, version 1): a NumPy ``.npz`` archive (zip of
+``.npy`` members, uncompressed) holding only numeric arrays, so it loads with
+``np.load(path, allow_pickle=False)`` and never executes code. Its entries are
+
+* ``params/<tree path>``: one array per network parameter, keyed by its path in the
+  ``nnx.State``, e.g. ``params/head/layers/0/kernel`` or ``params/head/out/bias``;
+* ``standardization/<field>``: ``theta_loc``, ``theta_scale``, ``x_loc``, ``x_scale``;
+* ``__aalr_jax__``: a UTF-8 JSON document stored as a 1-D ``uint8`` array::
+
+      {
+        "format": "aalr_jax.estimator",
+        "format_version": 1,
+        "aalr_jax_version": "0.1.0",
+        "config": {"theta_dim": 3, "x_shape": [4], "hidden_features": [16, 16],
+                   "activation": "selu", "embedding": "flatten"},
+        "params": [{"key": "params/head/layers/0/bias", "shape": [16], "dtype": "float32"}, ...],
+        "metadata": {...}          # the user's JSON-serialisable dict ({} when none)
+      }
+
+Arrays are stored as host NumPy arrays, so an estimator trained on a GPU loads on a CPU. Loading
+rebuilds the network from ``config`` and checks every array against it (names, shapes, dtypes,
+finiteness); any problem is a :class:`ValueError` naming the file and what is wrong. Files are
+written atomically (temporary file in the same directory, then :func:`os.replace`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from aalr_jax.nn import NetworkConfig, RatioEstimator, RatioNetwork, Standardization
+
+__all__ = ["FORMAT_NAME", "FORMAT_VERSION", "load_estimator", "load_metadata", "save_estimator"]
+
+FORMAT_NAME = "aalr_jax.estimator"
+FORMAT_VERSION = 1
+HEADER_KEY = "__aalr_jax__"
+_STD_KEYS = {f: f"standardization/{f}" for f in Standardization._fields}
 
 
-def save_estimator(path, estimator, *, metadata=None):
-    raise NotImplementedError
+# ---------------------------------------------------------------- helpers
 
 
-def load_estimator(path):
-    raise NotImplementedError
+def _package_version() -> str:
+    try:  # lazy: aalr_jax/__init__ imports this module
+        from aalr_jax import __version__
+
+        return __version__
+    except ImportError:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            return version("aalr-jax")
+        except PackageNotFoundError:
+            return "0.0.0+unknown"
+
+
+def _param_key(path) -> str:
+    """``(DictKey('head'), ..., GetAttrKey('value'))`` -> ``"params/head/.../kernel"``."""
+    key = jax.tree_util.keystr(path, simple=True, separator="/")
+    return "params/" + key.removesuffix("/value")
+
+
+def _template(config: NetworkConfig) -> nnx.State:
+    """Parameter state of ``config`` with ``ShapeDtypeStruct`` leaves (nothing is computed)."""
+    _, state = nnx.split(nnx.eval_shape(lambda: RatioNetwork(config, rngs=nnx.Rngs(0))))
+    return state
+
+
+def _expected_shapes(config: NetworkConfig) -> dict[str, tuple[tuple, np.dtype]]:
+    leaves = jax.tree_util.tree_leaves_with_path(_template(config))
+    return {_param_key(p): (tuple(l.shape), np.dtype(l.dtype)) for p, l in leaves}
+
+
+def _config_from_json(cfg: Any) -> NetworkConfig:
+    """A validated :class:`NetworkConfig` from its JSON dict (lists back to tuples)."""
+    if not isinstance(cfg, dict):
+        raise ValueError(f"config must be an object, got {type(cfg).__name__}")
+    cfg = dict(cfg)
+    for name in ("x_shape", "hidden_features"):
+        if name in cfg:
+            value = cfg[name]
+            if not isinstance(value, list) or not all(
+                isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in value
+            ):
+                raise ValueError(f"{name} must be a list of positive integers, got {value!r}")
+            cfg[name] = tuple(value)
+    try:
+        config = NetworkConfig(**cfg)
+    except TypeError as e:
+        raise ValueError(str(e)) from None
+    if not isinstance(config.theta_dim, int) or isinstance(config.theta_dim, bool):
+        raise ValueError(f"theta_dim must be an integer, got {config.theta_dim!r}")
+    if not isinstance(config.activation, str) or not isinstance(config.embedding, str):
+        raise ValueError("activation and embedding must be strings")
+    return config.validate()
+
+
+def _check_arrays(arrays: dict[str, np.ndarray], config: NetworkConfig, source: str) -> None:
+    """Raise ``ValueError`` unless ``arrays`` are exactly the params and standardization of ``config``."""
+    expected = _expected_shapes(config)
+    present = {k for k in arrays if k != HEADER_KEY}
+    missing = sorted(set(expected) - present) + sorted(set(_STD_KEYS.values()) - present)
+    extra = sorted(present - set(expected) - set(_STD_KEYS.values()))
+    if missing:
+        raise ValueError(f"{source}: missing arrays {missing}")
+    if extra:
+        raise ValueError(f"{source}: unexpected arrays {extra} for network config {config}")
+    for key, (shape, dtype) in expected.items():
+        a = arrays[key]
+        if a.shape != shape or a.dtype != dtype:
+            raise ValueError(
+                f"{source}: parameter {key!r} has shape {a.shape} and dtype {a.dtype}, "
+                f"expected shape {shape} and dtype {dtype} for network config {config}"
+            )
+    std_shapes = {"theta_loc": (config.theta_dim,), "x_loc": tuple(config.x_shape)}
+    std_shapes |= {"theta_scale": std_shapes["theta_loc"], "x_scale": std_shapes["x_loc"]}
+    for field, key in _STD_KEYS.items():
+        a = arrays[key]
+        want = std_shapes[field]
+        try:
+            ok = np.issubdtype(a.dtype, np.floating) and np.broadcast_shapes(a.shape, want) == want
+        except ValueError:
+            ok = False
+        if not ok:
+            raise ValueError(
+                f"{source}: standardization {field!r} has shape {a.shape} and dtype {a.dtype}, "
+                f"expected a floating array of shape {want}"
+            )
+    bad = [k for k in sorted(present) if not np.all(np.isfinite(arrays[k]))]
+    if bad:
+        raise ValueError(f"{source}: non-finite values (NaN or inf) in {bad}")
+    for field in ("theta_scale", "x_scale"):
+        if not np.all(arrays[_STD_KEYS[field]] > 0):
+            raise ValueError(f"{source}: standardization {field!r} must be positive")
+
+
+# ---------------------------------------------------------------- saving
+
+
+def save_estimator(path: str | os.PathLike, estimator: RatioEstimator, *, metadata: dict | None = None) -> None:
+    """Write ``estimator`` (and optional JSON-serialisable ``metadata``) to one ``.npz`` file.
+
+    ``path`` is used as given (no ``.npz`` is appended). The write is atomic: an existing file is
+    replaced only once the new one is complete. See the module docstring for the format.
+
+    Raises:
+        TypeError: ``estimator`` is not a :class:`RatioEstimator`, or ``metadata`` is not a
+            JSON-serialisable dict.
+        ValueError: the parameters do not match ``estimator.config`` or are not finite.
+    """
+    if not isinstance(estimator, RatioEstimator):
+        raise TypeError(f"estimator must be a RatioEstimator, got {type(estimator).__name__}")
+    metadata = {} if metadata is None else metadata
+    if not isinstance(metadata, dict):
+        raise TypeError(f"metadata must be a dict or None, got {type(metadata).__name__}")
+    try:
+        json.dumps(metadata, allow_nan=False)
+    except (TypeError, ValueError) as e:
+        raise TypeError(f"metadata must be JSON-serialisable: {e}") from e
+
+    host = jax.device_get  # device arrays -> host NumPy, whatever device they live on
+    arrays = {
+        _param_key(p): np.asarray(host(leaf))
+        for p, leaf in jax.tree_util.tree_leaves_with_path(estimator.params)
+    }
+    arrays |= {_STD_KEYS[f]: np.asarray(host(v)) for f, v in estimator.standardization._asdict().items()}
+    config = estimator.config
+    _check_arrays(arrays, config, "estimator")
+
+    header = {
+        "format": FORMAT_NAME,
+        "format_version": FORMAT_VERSION,
+        "aalr_jax_version": _package_version(),
+        "config": config._asdict(),
+        "params": [
+            {"key": k, "shape": list(a.shape), "dtype": a.dtype.name}
+            for k, a in arrays.items()
+            if k.startswith("params/")
+        ],
+        "metadata": metadata,
+    }
+    arrays[HEADER_KEY] = np.frombuffer(json.dumps(header, allow_nan=False).encode("utf-8"), np.uint8)
+
+    path = os.fspath(path)
+    directory, name = os.path.split(os.path.abspath(path))
+    tmp = os.path.join(directory, f".{name}.{secrets.token_hex(6)}.tmp")
+    try:
+        # os.open with mode 0o666 honours the umask, unlike tempfile's 0o600.
+        with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), "wb") as f:
+            np.savez(f, **arrays)  # a file object: NumPy does not append ".npz"
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+# ---------------------------------------------------------------- loading
+
+
+class _NotOurs(Exception):
+    """Internal signal: a valid .npz without the aalr_jax header entry."""
+
+
+def _read_npz(path: str, keys: set[str] | None = None) -> dict[str, np.ndarray]:
+    """The arrays of an ``.npz`` file (only ``keys`` if given), pickle-free, fully read."""
+    with open(path, "rb") as fh:  # FileNotFoundError etc. propagate unchanged
+        try:
+            npz = np.load(fh, allow_pickle=False)
+            if not isinstance(npz, np.lib.npyio.NpzFile):
+                raise ValueError("it holds a single array, not an .npz archive")
+            with npz:
+                if HEADER_KEY not in npz.files:
+                    raise _NotOurs()
+                return {k: npz[k] for k in npz.files if keys is None or k in keys}
+        except _NotOurs:
+            raise ValueError(f"{path}: not an aalr_jax estimator file (no {HEADER_KEY!r} entry)") from None
+        except Exception as e:  # BadZipFile, EOFError, zlib.error, ... on foreign or corrupt bytes
+            raise ValueError(f"{path}: not a readable .npz file, or corrupted ({type(e).__name__}: {e})") from e
+
+
+def _parse_header(raw: np.ndarray, path: str) -> dict:
+    if raw.dtype != np.uint8 or raw.ndim != 1:
+        raise ValueError(f"{path}: {HEADER_KEY!r} entry must be a 1-D uint8 array, got {raw.dtype} {raw.shape}")
+    try:
+        header = json.loads(raw.tobytes().decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"{path}: unreadable JSON header ({e})") from e
+    if not isinstance(header, dict):
+        raise ValueError(f"{path}: JSON header must be an object, got {type(header).__name__}")
+    if header.get("format") != FORMAT_NAME:
+        raise ValueError(f"{path}: unknown format {header.get('format')!r}, expected {FORMAT_NAME!r}")
+    version = header.get("format_version")
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise ValueError(f"{path}: invalid format_version {version!r}")
+    if version > FORMAT_VERSION:
+        raise ValueError(
+            f"{path}: format_version {version} is newer than the supported version {FORMAT_VERSION} "
+            f"(written by aalr_jax {header.get('aalr_jax_version')!r}); upgrade aalr_jax to load it"
+        )
+    return header
+
+
+def load_metadata(path: str | os.PathLike) -> dict:
+    """The JSON header of an estimator file (format, versions, ``config``, ``params``, ``metadata``).
+
+    Only the header entry is read and checked (format name and version); no network is built.
+    """
+    path = os.fspath(path)
+    return _parse_header(_read_npz(path, {HEADER_KEY})[HEADER_KEY], path)
+
+
+def load_estimator(path: str | os.PathLike) -> RatioEstimator:
+    """Load an estimator written by :func:`save_estimator`, on the default JAX device.
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+        ValueError: the file is not a valid estimator file; the message says why.
+    """
+    path = os.fspath(path)
+    arrays = _read_npz(path)
+    header = _parse_header(arrays[HEADER_KEY], path)
+    try:
+        config = _config_from_json(header.get("config"))
+    except ValueError as e:
+        raise ValueError(f"{path}: invalid network config {header.get('config')!r}: {e}") from e
+    _check_arrays(arrays, config, path)
+
+    params = jax.tree_util.tree_map_with_path(
+        lambda p, _: jnp.asarray(arrays[_param_key(p)]), _template(config)
+    )
+    standardization = Standardization(*(jnp.asarray(arrays[k]) for k in _STD_KEYS.values()))
+    return RatioEstimator(config, params, standardization)

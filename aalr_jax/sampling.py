@@ -54,6 +54,7 @@ __all__ = [
 ]
 
 METHODS = ("rwmh", "hmc", "nuts")
+DEFAULT_THIN = {"rwmh": 10, "hmc": 1, "nuts": 1}
 
 
 class SamplerConfig(NamedTuple):
@@ -327,7 +328,7 @@ def sample_posterior(
     num_samples: int = 10_000,
     num_chains: int = 100,
     num_warmup: int = 500,
-    thin: int = 1,
+    thin: int | None = None,
     iid: bool = False,
     num_integration_steps: int = 10,
     max_num_doublings: int = 10,
@@ -349,7 +350,8 @@ def sample_posterior(
         num_samples: draws returned per observation (``ceil(num_samples / num_chains)`` per chain).
         num_chains: independent chains per observation.
         num_warmup: adaptation steps per chain (discarded).
-        thin: keep every ``thin``-th step after warm-up.
+        thin: keep every ``thin``-th step after warm-up; default :data:`DEFAULT_THIN` of the method
+            (10 for RWMH, whose steps are strongly autocorrelated, 1 for HMC and NUTS).
         iid: treat the leading axis of one observation as i.i.d. draws (sum of log-ratios).
         num_integration_steps: leapfrog steps per HMC transition.
         max_num_doublings: NUTS tree depth limit.
@@ -373,6 +375,7 @@ def sample_posterior(
         raise ValueError(f"init must be 'sir' or 'prior', got {init!r}")
     num_samples = _positive_int("num_samples", num_samples)
     num_chains = _positive_int("num_chains", num_chains)
+    thin = DEFAULT_THIN[method] if thin is None else thin
     thin = _positive_int("thin", thin)
     if isinstance(num_warmup, bool) or int(num_warmup) != num_warmup or num_warmup < 0:
         raise ValueError(f"num_warmup must be a non-negative integer, got {num_warmup!r}")

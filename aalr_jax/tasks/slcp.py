@@ -17,8 +17,9 @@ The likelihood ``Σ_j log N(x_j; m, S)`` is exact (:func:`log_likelihood`). The 
 four modes (the signs of θ_3 and θ_4). No reference sampler yet (``reference_posterior=None``);
 the plan is NUTS on the exact likelihood.
 
-Default observation: the paper's ``θ* = (0.7, -2.9, -1.0, -0.9, 0.6)``, simulated with
-``observation_seed=1`` (``simulator(PRNGKey(1), θ*)``). This is not one of sbibm's observations.
+Default observation: the paper's ``θ* = (0.7, -2.9, -1.0, -0.9, 0.6)``, simulated once with
+``simulator(PRNGKey(1), θ*)`` under jax 0.10.2 and stored as :data:`OBSERVATION`, so that it does
+not change with JAX's random-number generator. This is not one of sbibm's observations.
 """
 
 from __future__ import annotations
@@ -37,6 +38,10 @@ __all__ = ["make", "simulator", "log_likelihood"]
 NUM_POINTS = 4
 EPS = 1e-6
 TRUE_THETA = np.array([0.7, -2.9, -1.0, -0.9, 0.6], dtype=np.float32)  # Hermans et al. 2020
+OBSERVATION = np.array(  # simulator(PRNGKey(1), TRUE_THETA), jax 0.10.2
+    [0.54556274, -2.9093032, 0.56401944, -3.0650856, 1.9666679, -2.2476587, 2.8415613, -1.283296],
+    dtype=np.float32,
+)
 
 
 def _gaussian(theta: jax.Array):
@@ -69,7 +74,7 @@ def log_likelihood(theta: jax.Array, x: jax.Array) -> jax.Array:
 
 
 def make() -> Task:
-    """The SLCP task with the paper's θ* and ``observation_seed=1`` as default observation."""
+    """The SLCP task; default observation: the paper's θ* simulated with seed 1 (stored)."""
     return Task(
         name="slcp",
         prior=box_uniform(-3.0, 3.0 * np.ones(5)),
@@ -78,13 +83,13 @@ def make() -> Task:
         parameter_labels=tuple(f"parameter_{i + 1}" for i in range(5)),
         true_theta=TRUE_THETA,
         observation_seed=1,
-        observation=None,
+        observation=OBSERVATION,
         log_likelihood=log_likelihood,
         reference_posterior=None,
         description=(
             "SLCP (sbibm v1.1.0; Hermans et al. 2020): θ ~ U(-3,3)^5; x = 4 i.i.d. 2-D Gaussian "
             "draws with mean (θ1, θ2), std (θ3², θ4²), correlation tanh(θ5) (+1e-6 on the "
             "covariance diagonal, as sbibm). Four-mode posterior. Default observation: "
-            "θ* = (0.7, -2.9, -1.0, -0.9, 0.6) simulated with observation_seed=1."
+            "θ* = (0.7, -2.9, -1.0, -0.9, 0.6) simulated with observation_seed=1 (stored)."
         ),
     )

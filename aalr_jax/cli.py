@@ -1,0 +1,406 @@
+"""Command-line interface: ``aalr-jax [run|simulate|train|sample] ...`` (``python -m aalr_jax`` too).
+
+``aalr-jax`` with no arguments runs the whole pipeline on the default task (two moons): simulate a
+bank, train a ratio estimator, sample the posterior of the task's default observation, and write
+``samples.npz``, ``estimator.npz``, ``corner.png`` and ``summary.json`` into ``aalr_output/``.
+The steps also run one at a time through files: ``simulate`` → ``train`` → ``sample``.
+
+Bad input (missing files, wrong observation shape, unknown task ...) is reported as
+``aalr-jax: error: <message>`` on stderr with exit status 2, without a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import math
+import os
+import sys
+import time
+
+import jax
+import numpy as np
+
+import aalr_jax
+from aalr_jax import io, plotting, tasks
+from aalr_jax.data import load_bank, save_bank, simulate
+from aalr_jax.sampling import METHODS, sample_posterior
+from aalr_jax.train import fit
+
+__all__ = ["build_parser", "load_observation", "main"]
+
+PROG = "aalr-jax"
+COMMANDS = ("run", "simulate", "train", "sample")
+DEFAULT_TASK = "two_moons"
+DEFAULT_OUTPUT = "aalr_output"
+
+
+# ----------------------------------------------------------------------------- argument groups
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    return 0 if text.strip() == "0" else _positive_int(text)
+
+
+def _widths(text: str) -> tuple:
+    try:
+        return tuple(_positive_int(part) for part in text.split(","))
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated positive widths such as 128,128,128, got {text!r}") from None
+
+
+def _add_task(parser, *, default: str | None, help: str) -> None:
+    parser.add_argument("--task", choices=tasks.names(), default=default, help=help)
+
+
+def _add_simulation_options(group) -> None:
+    group.add_argument("--num-simulations", type=_positive_int, default=20_000, metavar="N",
+                       help="number of (θ, x) pairs drawn from the prior and the simulator (default: %(default)s)")
+
+
+def _add_training_options(parser) -> None:
+    group = parser.add_argument_group("training")
+    group.add_argument("--max-epochs", type=_positive_int, default=300, metavar="E",
+                       help="upper bound on training epochs (default: %(default)s)")
+    group.add_argument("--patience", type=_positive_int, default=20, metavar="P",
+                       help="stop after this many epochs without a lower validation loss (default: %(default)s)")
+    group.add_argument("--batch-size", type=_positive_int, default=256, metavar="B",
+                       help="simulations per minibatch (default: %(default)s)")
+    group.add_argument("--hidden", type=_widths, default=(128, 128, 128), metavar="W1,W2,...",
+                       help="widths of the network's hidden layers (default: 128,128,128)")
+
+
+def _add_sampling_options(parser) -> None:
+    group = parser.add_argument_group("posterior sampling")
+    group.add_argument("--observation", metavar="FILE",
+                       help="observed data: .npy, .npz (array 'x_obs', else the first array) or .csv "
+                            "(comma-separated numbers); default: the task's default observation")
+    group.add_argument("--iid", action="store_true",
+                       help="the observation holds n i.i.d. draws of one θ, shape (n, *x_shape): "
+                            "their log-ratios are summed")
+    group.add_argument("--method", choices=METHODS, default="rwmh",
+                       help="MCMC kernel: random-walk Metropolis-Hastings, HMC or NUTS (default: %(default)s)")
+    group.add_argument("--num-samples", type=_positive_int, default=10_000, metavar="S",
+                       help="posterior draws to keep (default: %(default)s)")
+    group.add_argument("--num-chains", type=_positive_int, default=100, metavar="C",
+                       help="independent MCMC chains (default: %(default)s)")
+    group.add_argument("--num-warmup", type=_non_negative_int, default=500, metavar="W",
+                       help="adaptation steps per chain, discarded (default: %(default)s)")
+    group.add_argument("--thin", type=_positive_int, default=1, metavar="K",
+                       help="keep every K-th MCMC step after warm-up (default: %(default)s)")
+
+
+def _add_common_options(parser) -> None:
+    parser.add_argument("--seed", type=int, default=0, help="seed of the PRNG key (default: %(default)s)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars or progress messages")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Amortized approximate likelihood ratio (AALR) inference in JAX. "
+                    "Without a command, runs 'run' with its defaults.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {aalr_jax.__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="{run,simulate,train,sample}")
+
+    run = sub.add_parser("run", help="simulate, train and sample in one go (the default)",
+                         description="Simulate a bank, train a ratio estimator and sample the posterior of an "
+                                     "observation; writes samples.npz, estimator.npz, corner.png and summary.json.")
+    _add_task(run, default=DEFAULT_TASK, help="built-in task (default: %(default)s)")
+    _add_simulation_options(run.add_argument_group("simulation"))
+    _add_training_options(run)
+    _add_sampling_options(run)
+    run.add_argument("--output", default=DEFAULT_OUTPUT, metavar="DIR",
+                     help="folder for the outputs, created if needed (default: %(default)s)")
+    _add_common_options(run)
+    run.set_defaults(handler=_cmd_run)
+
+    simulate_ = sub.add_parser("simulate", help="draw a simulation bank and save it (.npz)",
+                               description="Draw θ from the task's prior and x from its simulator; save the bank as .npz.")
+    _add_task(simulate_, default=DEFAULT_TASK, help="built-in task (default: %(default)s)")
+    _add_simulation_options(simulate_)
+    simulate_.add_argument("--output", required=True, metavar="BANK.npz", help="file to write the bank to")
+    _add_common_options(simulate_)
+    simulate_.set_defaults(handler=_cmd_simulate)
+
+    train = sub.add_parser("train", help="train a ratio estimator on a saved bank",
+                           description="Train a ratio estimator on a bank written by 'simulate' and save it.")
+    train.add_argument("--bank", required=True, metavar="BANK.npz", help="simulation bank written by 'simulate'")
+    train.add_argument("--output", required=True, metavar="ESTIMATOR.npz", help="file to write the estimator to")
+    _add_task(train, default=None,
+              help="task the bank was simulated from; checked against the bank and stored in the estimator's "
+                   "metadata so that 'sample' finds it")
+    _add_training_options(train)
+    _add_common_options(train)
+    train.set_defaults(handler=_cmd_train)
+
+    sample = sub.add_parser("sample", help="sample the posterior of an observation with a saved estimator",
+                            description="Sample the posterior of an observation with an estimator written by "
+                                        "'train' or 'run'; writes samples.npz, corner.png and summary.json.")
+    sample.add_argument("--estimator", required=True, metavar="ESTIMATOR.npz", help="estimator written by 'train' or 'run'")
+    _add_task(sample, default=None, help="task (prior, labels, default observation); default: the estimator's metadata")
+    _add_sampling_options(sample)
+    sample.add_argument("--output", required=True, metavar="DIR", help="folder for the outputs, created if needed")
+    _add_common_options(sample)
+    sample.set_defaults(handler=_cmd_sample)
+    return parser
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def _key(args, phase: str) -> jax.Array:
+    """The PRNG key of a phase; the same in 'run' and in the separate commands, so they agree."""
+    return jax.random.fold_in(jax.random.PRNGKey(args.seed), ("simulate", "train", "sample").index(phase))
+
+
+def _say(args, message: str) -> None:
+    if not args.quiet:
+        print(f"{PROG}: {message}", file=sys.stderr, flush=True)
+
+
+@contextlib.contextmanager
+def _phase(args, timings: dict, name: str, message: str):
+    """Time a phase into ``timings[name]`` (seconds) and report it on stderr."""
+    _say(args, f"{message} ...")
+    start = time.perf_counter()
+    yield
+    timings[name] = time.perf_counter() - start
+    _say(args, f"{name} done in {timings[name]:.1f} s")
+
+
+def _require_file(path: str, what: str) -> None:
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{what} file not found: {path}")
+
+
+def load_observation(path: str) -> np.ndarray:
+    """An observation from ``.npy``, ``.npz`` (key ``x_obs``, else the first array) or ``.csv``."""
+    _require_file(path, "observation")
+    ext = os.path.splitext(path)[1].lower()
+    try:
+        if ext == ".npy":
+            x = np.load(path, allow_pickle=False)
+        elif ext == ".npz":
+            with np.load(path, allow_pickle=False) as data:
+                if not data.files:
+                    raise ValueError("the archive holds no array")
+                x = data["x_obs" if "x_obs" in data.files else data.files[0]]
+        elif ext == ".csv":
+            x = np.loadtxt(path, delimiter=",", dtype=np.float64)
+        else:
+            raise ValueError("unsupported extension; use .npy, .npz or .csv")
+        x = np.asarray(x, dtype=np.float32)
+    except (ValueError, OSError) as err:
+        raise ValueError(f"cannot read observation {path}: {err}") from None
+    if not np.isfinite(x).all():
+        raise ValueError(f"observation {path} contains non-finite values")
+    return x
+
+
+def _observation(args, task, x_shape: tuple) -> tuple[np.ndarray, bool]:
+    """``(x_obs, is_default)``: the observation to condition on, checked against ``x_shape``."""
+    x_shape = tuple(x_shape)
+    if args.observation is None:
+        x, source, is_default = np.asarray(task.default_observation, np.float32), f"the default observation of {task.name}", True
+    else:
+        x, source, is_default = load_observation(args.observation), f"observation {args.observation}", False
+    if args.iid:
+        x = x[None] if x.shape == x_shape else x
+        ok, expected = x.ndim == len(x_shape) + 1 and x.shape[1:] == x_shape, f"(n, {', '.join(map(str, x_shape))}) with --iid"
+    else:
+        x = x[0] if x.shape == (1,) + x_shape else x
+        ok, expected = x.shape == x_shape, f"{x_shape}"
+    if not ok:
+        raise ValueError(f"{source} has shape {x.shape}, but task {task.name} expects {expected}")
+    return x, is_default
+
+
+def _check_compatible(task, theta_dim: int, x_shape: tuple, what: str) -> None:
+    if theta_dim != task.theta_dim or tuple(x_shape) != tuple(task.x_shape):
+        raise ValueError(
+            f"{what} has θ of dimension {theta_dim} and x of shape {tuple(x_shape)}, but task {task.name} has "
+            f"θ of dimension {task.theta_dim} and x of shape {tuple(task.x_shape)}"
+        )
+
+
+def _json_number(value):
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+def _training_record(history) -> dict:
+    return {
+        "epochs": int(len(history.train_loss)),
+        "best_epoch": int(history.best_epoch),
+        "best_validation_loss": _json_number(history.validation_loss[history.best_epoch]),
+        "stopped_early": bool(history.stopped_early),
+    }
+
+
+def _train(args, bank, task_name, timings) -> tuple:
+    """Fit an estimator and build its metadata."""
+    with _phase(args, timings, "train", f"training on {bank.num_simulations} simulations"):
+        result = fit(_key(args, "train"), bank, hidden_features=args.hidden, batch_size=args.batch_size,
+                     max_epochs=args.max_epochs, patience=args.patience, progress=not args.quiet)
+        jax.block_until_ready(result.estimator)
+    training = _training_record(result.history)
+    metadata = {"task": task_name, "num_simulations": bank.num_simulations, "seed": args.seed, "training": training}
+    return result.estimator, metadata
+
+
+def _sample_and_write(args, task, estimator, x_obs, is_default, timings, extra: dict, start: float) -> dict:
+    """Sample the posterior of ``x_obs``; write samples.npz, corner.png and summary.json to ``args.output``."""
+    key_sample, key_reference = jax.random.split(_key(args, "sample"))
+    with _phase(args, timings, "sample", f"sampling {args.num_samples} draws with {args.method} ({args.num_chains} chains)"):
+        post = sample_posterior(key_sample, estimator, task.prior, x_obs, method=args.method, num_samples=args.num_samples,
+                                num_chains=args.num_chains, num_warmup=args.num_warmup, thin=args.thin, iid=args.iid)
+        post = jax.tree.map(np.asarray, post)
+
+    reference = None
+    if task.reference_posterior is not None and (not args.iid or x_obs.shape[0] == 1):
+        with _phase(args, timings, "reference", "drawing reference posterior samples"):
+            try:
+                reference = np.asarray(task.reference_posterior(key_reference, x_obs[0] if args.iid else x_obs, args.num_samples))
+            except Exception as err:  # a reference is a bonus: never fail the run for it
+                _say(args, f"warning: no reference posterior ({err})")
+
+    os.makedirs(args.output, exist_ok=True)
+    with _phase(args, timings, "write", "writing outputs"):
+        np.savez(os.path.join(args.output, "samples.npz"), samples=post.samples, chains=post.chains,
+                 acceptance_rate=post.acceptance_rate, rhat=post.rhat, ess=post.ess, x_obs=x_obs,
+                 num_divergent=post.num_divergent, step_size=post.step_size)
+        labels = list(task.parameter_labels)
+        fig = plotting.corner(post.samples, labels=labels, truth=task.true_theta if is_default else None,
+                              reference=reference, title=f"{task.name}: {args.method}, {len(post.samples)} samples")
+        plotting.save_figure(fig, os.path.join(args.output, "corner.png"))
+    timings["total"] = time.perf_counter() - start
+
+    mean, std = post.samples.mean(0), post.samples.std(0)
+    summary = {
+        "task": task.name,
+        **extra,
+        "method": args.method,
+        "seed": args.seed,
+        "observation": args.observation or "default",
+        "iid": bool(args.iid),
+        "sampler": {"num_samples": args.num_samples, "num_chains": args.num_chains,
+                    "num_warmup": args.num_warmup, "thin": args.thin},
+        "timings": {name: round(seconds, 3) for name, seconds in timings.items()},
+        "posterior": {label: {"mean": _json_number(m), "std": _json_number(s)} for label, m, s in zip(labels, mean, std)},
+        "diagnostics": {
+            "mean_acceptance": _json_number(post.acceptance_rate.mean()),
+            "max_rhat": _json_number(np.nanmax(post.rhat)) if np.isfinite(post.rhat).any() else None,
+            "min_ess": _json_number(np.nanmin(post.ess)) if np.isfinite(post.ess).any() else None,
+            "num_divergent": int(post.num_divergent.sum()),
+        },
+        "reference_posterior": reference is not None,
+        "versions": {"aalr_jax": aalr_jax.__version__, "jax": jax.__version__},
+        "device": jax.devices()[0].platform,
+    }
+    with open(os.path.join(args.output, "summary.json"), "w") as f:
+        json.dump(summary, f, indent=2)
+        f.write("\n")
+    return summary
+
+
+def _print_result(summary: dict, output: str) -> None:
+    means = ", ".join(f"{k}={v['mean']:.3g}±{v['std']:.2g}" for k, v in summary["posterior"].items())
+    print(f"{PROG}: {summary['task']} posterior {means}; outputs in {os.path.abspath(output)}")
+
+
+# ----------------------------------------------------------------------------- commands
+
+
+def _cmd_run(args) -> int:
+    start, timings = time.perf_counter(), {}
+    task = tasks.get(args.task)
+    x_obs, is_default = _observation(args, task, task.x_shape)  # before any expensive work
+    os.makedirs(args.output, exist_ok=True)
+    with _phase(args, timings, "simulate", f"simulating {args.num_simulations} {task.name} simulations"):
+        bank = simulate(_key(args, "simulate"), task, args.num_simulations, progress=not args.quiet)
+        jax.block_until_ready(bank)
+    estimator, metadata = _train(args, bank, task.name, timings)
+    io.save_estimator(os.path.join(args.output, "estimator.npz"), estimator, metadata=metadata)
+    extra = {"budget": args.num_simulations, "training": metadata["training"]}
+    summary = _sample_and_write(args, task, estimator, x_obs, is_default, timings, extra, start)
+    _print_result(summary, args.output)
+    return 0
+
+
+def _cmd_simulate(args) -> int:
+    task, timings = tasks.get(args.task), {}
+    with _phase(args, timings, "simulate", f"simulating {args.num_simulations} {task.name} simulations"):
+        bank = simulate(_key(args, "simulate"), task, args.num_simulations, progress=not args.quiet)
+        save_bank(args.output, bank)
+    print(f"{PROG}: wrote {bank.num_simulations} simulations to {os.path.abspath(args.output)}")
+    return 0
+
+
+def _cmd_train(args) -> int:
+    _require_file(args.bank, "bank")
+    bank = load_bank(args.bank)
+    if args.task is not None:
+        _check_compatible(tasks.get(args.task), bank.theta.shape[1], bank.x.shape[1:], f"bank {args.bank}")
+    estimator, metadata = _train(args, bank, args.task, {})
+    io.save_estimator(args.output, estimator, metadata=metadata)
+    t = metadata["training"]
+    print(f"{PROG}: trained {t['epochs']} epochs (best {t['best_epoch']}, validation loss "
+          f"{t['best_validation_loss']:.4f}); wrote {os.path.abspath(args.output)}")
+    return 0
+
+
+def _cmd_sample(args) -> int:
+    start, timings = time.perf_counter(), {}
+    _require_file(args.estimator, "estimator")
+    metadata = io.load_metadata(args.estimator).get("metadata") or {}
+    name = args.task or metadata.get("task")
+    if name is None:
+        raise ValueError(f"estimator {args.estimator} does not name its task; pass --task ({', '.join(tasks.names())})")
+    task = tasks.get(name)
+    estimator = io.load_estimator(args.estimator)
+    _check_compatible(task, estimator.theta_dim, estimator.x_shape, f"estimator {args.estimator}")
+    x_obs, is_default = _observation(args, task, estimator.x_shape)
+    extra = {"budget": metadata.get("num_simulations"), "training": metadata.get("training"),
+             "estimator": os.path.abspath(args.estimator)}
+    summary = _sample_and_write(args, task, estimator, x_obs, is_default, timings, extra, start)
+    _print_result(summary, args.output)
+    return 0
+
+
+# ----------------------------------------------------------------------------- entry point
+
+
+def main(argv=None) -> int:
+    """Run the command line ``argv`` (default ``sys.argv[1:]``); returns the exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or (argv[0] not in COMMANDS and argv[0] not in ("-h", "--help", "--version")):
+        argv = ["run"] + argv  # `aalr-jax` and `aalr-jax --task slcp` mean `aalr-jax run ...`
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exit_:  # --help, --version, usage errors (argparse already printed)
+        return exit_.code if isinstance(exit_.code, int) else 0 if exit_.code is None else 2
+    try:
+        return args.handler(args)
+    except KeyError as err:
+        message = err.args[0] if err.args else repr(err)
+    except (ValueError, TypeError, OSError) as err:
+        message = str(err)
+    print(f"{PROG}: error: {message}", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

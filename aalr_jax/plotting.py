@@ -1,0 +1,125 @@
+"""Corner plots of posterior samples, with an optional reference posterior and the true parameters.
+
+Figures are built with Matplotlib's object API (``matplotlib.figure.Figure``), never through pyplot's
+global state, so nothing is shown or leaked and any backend (Agg included) works.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.patches import Patch
+
+__all__ = ["corner", "save_figure"]
+
+SAMPLE_COLOR, REFERENCE_COLOR, TRUTH_COLOR = "tab:blue", "tab:orange", "black"
+
+
+def _matrix(name: str, value, d: int | None) -> np.ndarray:
+    """``value`` as a finite float ``(n, d)`` array, or a ValueError naming ``name``."""
+    a = np.asarray(value, dtype=np.float64)
+    if a.ndim != 2 or a.shape[0] < 1 or a.shape[1] < 1 or (d is not None and a.shape[1] != d):
+        want = f"(n, {d})" if d is not None else "(n, d) with n, d >= 1"
+        raise ValueError(f"{name} must have shape {want}, got {a.shape}")
+    if not np.isfinite(a).all():
+        raise ValueError(f"{name} contains non-finite values")
+    return a
+
+
+def _mass_levels(hist: np.ndarray, masses=(0.86, 0.39)) -> np.ndarray:
+    """Increasing density thresholds enclosing the given probability ``masses`` of a 2-D histogram."""
+    flat = np.sort(hist.ravel())[::-1]
+    cumulative = np.cumsum(flat) / flat.sum()
+    levels = [flat[min(np.searchsorted(cumulative, m), flat.size - 1)] for m in masses]
+    return np.unique([lv for lv in levels if lv > 0])
+
+
+def corner(samples, *, labels=None, truth=None, reference=None, bins=50, title=None) -> Figure:
+    """Lower-triangle pair plot of ``samples: (n, d)``.
+
+    Diagonal: 1-D histograms; below it: 2-D histograms of each pair. ``reference: (m, d)`` samples
+    (e.g. an exact posterior) are drawn in another colour (step histograms and 86 %/39 % mass
+    contours); ``truth: (d,)`` is marked by lines and a point. ``labels`` names the d axes.
+    Returns a ``Figure`` with ``d (d + 1) / 2`` visible axes (the upper triangle is hidden).
+    """
+    samples = _matrix("samples", samples, None)
+    d = samples.shape[1]
+    labels = [f"θ{i + 1}" for i in range(d)] if labels is None else [str(s) for s in labels]
+    if len(labels) != d:
+        raise ValueError(f"labels must hold {d} names (one per column of samples), got {len(labels)}")
+    if truth is not None:
+        truth = np.asarray(truth, dtype=np.float64)
+        if truth.shape != (d,):
+            raise ValueError(f"truth must have shape ({d},), got {truth.shape}")
+    if reference is not None:
+        reference = _matrix("reference", reference, d)
+    if isinstance(bins, bool) or int(bins) != bins or bins < 2:
+        raise ValueError(f"bins must be an integer >= 2, got {bins!r}")
+    bins = int(bins)
+
+    stacked = [samples] + ([reference] if reference is not None else []) + ([truth[None]] if truth is not None else [])
+    low, high = np.min([s.min(0) for s in stacked], 0), np.max([s.max(0) for s in stacked], 0)
+    pad = np.where(high > low, 0.05 * (high - low), 0.5)
+    ranges = np.stack([low - pad, high + pad], 1)
+
+    size = 1.0 + 2.2 * d
+    fig = Figure(figsize=(size, size), layout="constrained")
+    axes = fig.subplots(d, d, squeeze=False)
+    for i in range(d):
+        for j in range(d):
+            ax = axes[i, j]
+            if j > i:
+                ax.set_visible(False)  # kept hidden: the top-right cell anchors the legend
+                continue
+            ax.set_xlim(ranges[j])
+            if i == j:
+                edges = np.linspace(*ranges[j], bins + 1)
+                ax.hist(samples[:, j], bins=edges, density=True, histtype="stepfilled", color=SAMPLE_COLOR, alpha=0.5)
+                if reference is not None:
+                    ax.hist(reference[:, j], bins=edges, density=True, histtype="step", color=REFERENCE_COLOR, lw=1.5)
+                if truth is not None:
+                    ax.axvline(truth[j], color=TRUTH_COLOR, lw=1)
+                ax.set_yticks([])
+            else:
+                ax.set_ylim(ranges[i])
+                ax.hist2d(samples[:, j], samples[:, i], bins=bins, range=[ranges[j], ranges[i]], cmap="Blues", cmin=1)
+                if reference is not None:
+                    hist, xe, ye = np.histogram2d(reference[:, j], reference[:, i], bins=max(bins // 2, 2), range=[ranges[j], ranges[i]])
+                    levels = _mass_levels(hist)
+                    if levels.size:
+                        centers = (xe[:-1] + xe[1:]) / 2, (ye[:-1] + ye[1:]) / 2
+                        ax.contour(*centers, hist.T, levels=levels, colors=REFERENCE_COLOR, linewidths=1.2)
+                if truth is not None:
+                    ax.axvline(truth[j], color=TRUTH_COLOR, lw=1)
+                    ax.axhline(truth[i], color=TRUTH_COLOR, lw=1)
+                    ax.plot(truth[j], truth[i], "s", color=TRUTH_COLOR, ms=4)
+                if j == 0:
+                    ax.set_ylabel(labels[i])
+                else:
+                    ax.tick_params(labelleft=False)
+            if i == d - 1:
+                ax.set_xlabel(labels[j])
+            else:
+                ax.tick_params(labelbottom=False)
+
+    handles = [Patch(color=SAMPLE_COLOR, alpha=0.5, label="posterior samples")]
+    if reference is not None:
+        handles.append(Line2D([], [], color=REFERENCE_COLOR, lw=1.5, label="reference posterior"))
+    if truth is not None:
+        handles.append(Line2D([], [], color=TRUTH_COLOR, lw=1, marker="s", ms=4, label="true parameters"))
+    if len(handles) > 1:
+        anchor = dict(loc="upper right") if d == 1 else dict(loc="center", bbox_to_anchor=axes[0, -1].bbox)
+        fig.legend(handles=handles, frameon=False, **anchor)
+    if title is not None:
+        fig.suptitle(str(title))
+    return fig
+
+
+def save_figure(fig: Figure, path: str, *, dpi: int = 150) -> None:
+    """Write ``fig`` to ``path`` (format from the extension), creating the folder if needed."""
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    fig.savefig(path, dpi=dpi)

@@ -1,0 +1,256 @@
+"""Tests of saving and loading estimators (aalr_jax.io)."""
+
+import json
+import os
+import zipfile
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import aalr_jax
+from aalr_jax import io
+from aalr_jax.nn import NetworkConfig, RatioEstimator, Standardization, init_estimator
+
+CONFIG = NetworkConfig(theta_dim=3, x_shape=(4,), hidden_features=(16, 16))
+
+
+@pytest.fixture(scope="module")
+def estimator():
+    rng = np.random.default_rng(0)
+    std = Standardization(
+        jnp.asarray(rng.normal(size=3), jnp.float32),
+        jnp.asarray(rng.uniform(0.5, 2.0, size=3), jnp.float32),
+        jnp.asarray(rng.normal(size=4), jnp.float32),
+        jnp.asarray(rng.uniform(0.5, 2.0, size=4), jnp.float32),
+    )
+    return init_estimator(jax.random.PRNGKey(1), CONFIG, std)
+
+
+@pytest.fixture
+def saved(tmp_path, estimator):
+    path = tmp_path / "est.npz"
+    io.save_estimator(path, estimator, metadata={"task": "toy", "epochs": 3, "tags": ["a", "b"]})
+    return path
+
+
+def _arrays(path):
+    with np.load(path, allow_pickle=False) as f:
+        return {k: f[k] for k in f.files}
+
+
+def _write(path, arrays):
+    with open(path, "wb") as f:
+        np.savez(f, **arrays)
+
+
+def _with_header(arrays, **changes):
+    header = json.loads(arrays["__aalr_jax__"].tobytes())
+    header.update(changes)
+    out = dict(arrays)
+    out["__aalr_jax__"] = np.frombuffer(json.dumps(header).encode(), np.uint8)
+    return out
+
+
+# ---------------------------------------------------------------- round trip
+
+
+def test_round_trip_log_ratio(saved, estimator):
+    loaded = io.load_estimator(saved)
+    assert isinstance(loaded, RatioEstimator)
+    assert loaded.config == CONFIG and isinstance(loaded.config.x_shape, tuple)
+    assert jax.tree.structure(loaded) == jax.tree.structure(estimator)
+    for a, b in zip(loaded.standardization, estimator.standardization):
+        np.testing.assert_array_equal(a, b)
+    k1, k2 = jax.random.split(jax.random.PRNGKey(2))
+    theta = jax.random.normal(k1, (32, 3))
+    x = 3.0 * jax.random.normal(k2, (32, 4))
+    np.testing.assert_allclose(loaded.log_ratio(theta, x), estimator.log_ratio(theta, x), rtol=1e-6, atol=1e-6)
+
+
+def test_jit_on_loaded(saved, estimator):
+    loaded = io.load_estimator(saved)
+    f = jax.jit(lambda est, t, x: est.log_ratio(t, x).sum())
+    theta, x = jnp.ones((5, 3)), jnp.ones((5, 4))
+    np.testing.assert_allclose(f(loaded, theta, x), f(estimator, theta, x), rtol=1e-6)
+    grads = jax.grad(lambda est: est.log_ratio(theta, x).sum())(loaded)
+    assert jax.tree.structure(grads) == jax.tree.structure(loaded)
+
+
+def test_metadata_and_header(saved):
+    meta = io.load_metadata(saved)
+    assert meta["format"] == "aalr_jax.estimator" and meta["format_version"] == 1
+    assert meta["aalr_jax_version"] == aalr_jax.__version__
+    assert NetworkConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in meta["config"].items()}) == CONFIG
+    assert meta["metadata"] == {"task": "toy", "epochs": 3, "tags": ["a", "b"]}
+    keys = {p["key"] for p in meta["params"]}
+    assert "params/head/layers/0/kernel" in keys and "params/head/out/bias" in keys
+    kernel = next(p for p in meta["params"] if p["key"] == "params/head/layers/0/kernel")
+    assert kernel["shape"] == [3 + 4, 16] and kernel["dtype"] == "float32"
+
+
+def test_file_is_pickle_free(saved):
+    arrays = _arrays(saved)  # allow_pickle=False
+    assert all(a.dtype != object for a in arrays.values())
+    assert arrays["__aalr_jax__"].dtype == np.uint8
+    assert set(arrays) >= {"standardization/theta_loc", "standardization/x_scale"}
+
+
+def test_default_metadata_is_empty(tmp_path, estimator):
+    path = tmp_path / "est.npz"
+    io.save_estimator(str(path), estimator)
+    assert io.load_metadata(path)["metadata"] == {}
+
+
+def test_path_kept_as_given_and_atomic_overwrite(tmp_path, estimator):
+    path = tmp_path / "model.aalr"
+    io.save_estimator(path, estimator, metadata={"run": 1})
+    io.save_estimator(path, estimator, metadata={"run": 2})  # replaces the existing file
+    assert sorted(os.listdir(tmp_path)) == ["model.aalr"]  # no ".npz" appended, no temp files left
+    assert io.load_metadata(path)["metadata"] == {"run": 2}
+
+
+def test_failed_save_leaves_nothing(tmp_path, estimator):
+    bad = RatioEstimator(CONFIG, jax.tree.map(lambda a: a * jnp.nan, estimator.params), estimator.standardization)
+    with pytest.raises(ValueError, match="non-finite"):
+        io.save_estimator(tmp_path / "x.npz", bad)
+    assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize("metadata", [{"f": lambda: 0}, {"a": np.float32(1.0)}, {"nan": float("nan")}, [1, 2]])
+def test_non_json_metadata_raises_type_error(tmp_path, estimator, metadata):
+    with pytest.raises(TypeError, match="metadata"):
+        io.save_estimator(tmp_path / "x.npz", estimator, metadata=metadata)
+    assert os.listdir(tmp_path) == []
+
+
+# ---------------------------------------------------------------- errors
+
+
+def test_missing_file(tmp_path):
+    path = tmp_path / "nope.npz"
+    with pytest.raises(FileNotFoundError, match="nope.npz"):
+        io.load_estimator(path)
+    with pytest.raises(FileNotFoundError):
+        io.load_metadata(path)
+
+
+def test_corrupt_bytes(tmp_path):
+    path = tmp_path / "junk.npz"
+    path.write_bytes(os.urandom(1000))
+    with pytest.raises(ValueError, match="junk.npz.*not a readable .npz"):
+        io.load_estimator(path)
+    path.write_bytes(b"")
+    with pytest.raises(ValueError, match="not a readable .npz"):
+        io.load_estimator(path)
+
+
+def test_truncated_file(saved):
+    data = saved.read_bytes()
+    saved.write_bytes(data[: len(data) // 2])
+    with pytest.raises(ValueError, match="est.npz"):
+        io.load_estimator(saved)
+
+
+def test_corrupted_member(saved):
+    data = bytearray(saved.read_bytes())
+    with zipfile.ZipFile(saved) as z:
+        info = z.getinfo("params/head/layers/1/kernel.npy")
+    start = info.header_offset + 30 + len(info.filename) + 200  # inside the member's data
+    data[start : start + 8] = b"\xff" * 8
+    saved.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match="est.npz"):
+        io.load_estimator(saved)
+
+
+def test_single_npy_array(tmp_path):
+    path = tmp_path / "a.npy"
+    np.save(path, np.zeros(3))
+    with pytest.raises(ValueError, match="not an .npz archive"):
+        io.load_estimator(path)
+
+
+def test_unrelated_npz(tmp_path):
+    path = tmp_path / "other.npz"
+    np.savez(path, a=np.zeros(3), b=np.ones((2, 2)))
+    with pytest.raises(ValueError, match="other.npz.*not an aalr_jax estimator file"):
+        io.load_estimator(path)
+    with pytest.raises(ValueError, match="not an aalr_jax estimator file"):
+        io.load_metadata(path)
+
+
+def test_unreadable_json(saved):
+    arrays = _arrays(saved)
+    arrays["__aalr_jax__"] = np.frombuffer(b"{not json", np.uint8)
+    _write(saved, arrays)
+    with pytest.raises(ValueError, match="unreadable JSON"):
+        io.load_estimator(saved)
+
+
+@pytest.mark.parametrize(
+    "changes, match",
+    [
+        ({"format_version": 2}, "newer than the supported version 1"),
+        ({"format_version": "1"}, "invalid format_version"),
+        ({"format": "something.else"}, "unknown format"),
+        ({"config": {"theta_dim": 3, "x_shape": [4], "activation": "nope"}}, "invalid network config"),
+        ({"config": {"theta_dim": 3, "x_shape": [4], "bogus": 1}}, "invalid network config"),
+        ({"config": {"theta_dim": 3}}, "invalid network config"),
+        ({"config": {"theta_dim": 3, "x_shape": ["a"]}}, "invalid network config"),
+    ],
+)
+def test_tampered_header(saved, changes, match):
+    _write(saved, _with_header(_arrays(saved), **changes))
+    with pytest.raises(ValueError, match=match):
+        io.load_estimator(saved)
+
+
+def test_config_not_matching_params(saved):
+    _write(saved, _with_header(_arrays(saved), config={"theta_dim": 3, "x_shape": [4], "hidden_features": [8]}))
+    with pytest.raises(ValueError, match="missing arrays|unexpected arrays|expected shape"):
+        io.load_estimator(saved)
+
+
+def test_wrong_param_shape(saved):
+    arrays = _arrays(saved)
+    arrays["params/head/layers/1/kernel"] = np.zeros((16, 15), np.float32)
+    _write(saved, arrays)
+    with pytest.raises(ValueError, match=r"params/head/layers/1/kernel.*shape \(16, 15\).*expected shape \(16, 16\)"):
+        io.load_estimator(saved)
+
+
+def test_wrong_param_dtype(saved):
+    arrays = _arrays(saved)
+    arrays["params/head/out/bias"] = arrays["params/head/out/bias"].astype(np.float64)
+    _write(saved, arrays)
+    with pytest.raises(ValueError, match="params/head/out/bias.*float64"):
+        io.load_estimator(saved)
+
+
+def test_missing_and_extra_params(saved):
+    arrays = _arrays(saved)
+    del arrays["params/head/out/kernel"]
+    _write(saved, arrays)
+    with pytest.raises(ValueError, match="missing arrays.*params/head/out/kernel"):
+        io.load_estimator(saved)
+    arrays = _arrays(saved) | {"params/head/out/kernel": np.zeros((16, 1), np.float32), "params/extra": np.zeros(2)}
+    _write(saved, arrays)
+    with pytest.raises(ValueError, match="unexpected arrays.*params/extra"):
+        io.load_estimator(saved)
+
+
+def test_non_finite_params(saved):
+    arrays = _arrays(saved)
+    arrays["params/head/layers/0/bias"] = np.full(16, np.nan, np.float32)
+    _write(saved, arrays)
+    with pytest.raises(ValueError, match="non-finite.*params/head/layers/0/bias"):
+        io.load_estimator(saved)
+
+
+def test_bad_standardization(saved):
+    arrays = _arrays(saved)
+    arrays["standardization/x_scale"] = np.zeros(5, np.float32)
+    _write(saved, arrays)
+    with pytest.raises(ValueError, match="x_scale"):
+        io.load_estimator(saved)
