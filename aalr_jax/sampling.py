@@ -13,7 +13,9 @@ acceptance (seen on two_moons: a pooled RWMH proposal accepted 4 % of moves). Pe
   Stan-style doubling windows, regularised as ``n/(n+5) Σ̂ + 10⁻³·5/(n+5) I``.
 
 RWMH proposes ``u' = u + ε L z`` with ``L Lᵀ = Σ``, ``z ~ N(0, I)``; HMC and NUTS use ``Σ`` as the
-inverse mass matrix. After warm-up the parameters are frozen, so the draws are an exact MCMC.
+inverse mass matrix; the HMC trajectory has a random number of leapfrog steps, uniform on
+``{1, ..., 2L - 1}``, because a fixed length can resonate with the target's scale (a Gaussian's
+half-period) and freeze the chains. After warm-up the parameters are frozen, so the draws are an exact MCMC.
 
 Initial positions (``init="sir"``) are drawn without replacement (Gumbel top-k) from
 ``num_init_candidates`` prior draws weighted by the estimated ratio ``exp Σ_i f(θ, x_i)``: the
@@ -189,7 +191,11 @@ def _build_step(logdensity_fn: Callable, config: SamplerConfig):
         kernel = blackjax.hmc.build_kernel()
 
         def step(key, state, step_size, metric):
-            state, info = kernel(key, state, logdensity_fn, step_size, metric, config.num_integration_steps)
+            key_length, key_move = jax.random.split(key)
+            # jittered length: uniform on {1, ..., 2L - 1} (mean L) breaks the periodic orbits of
+            # a fixed trajectory length, which otherwise leave chains nearly frozen
+            length = jax.random.randint(key_length, (), 1, 2 * config.num_integration_steps)
+            state, info = kernel(key_move, state, logdensity_fn, step_size, metric, length)
             return state, (info.acceptance_rate, info.is_divergent)
 
         return functools.partial(blackjax.hmc.init, logdensity_fn=logdensity_fn), step
@@ -353,7 +359,8 @@ def sample_posterior(
         thin: keep every ``thin``-th step after warm-up; default :data:`DEFAULT_THIN` of the method
             (10 for RWMH, whose steps are strongly autocorrelated, 1 for HMC and NUTS).
         iid: treat the leading axis of one observation as i.i.d. draws (sum of log-ratios).
-        num_integration_steps: leapfrog steps per HMC transition.
+        num_integration_steps: mean leapfrog steps per HMC transition (jittered uniformly on
+            ``{1, ..., 2L - 1}``).
         max_num_doublings: NUTS tree depth limit.
         dense_metric: adapt a dense (True) or diagonal metric.
         target_acceptance: override the default acceptance target of the step-size adaptation.

@@ -1,0 +1,120 @@
+"""Loss, training and the end-to-end pipeline against analytic posteriors."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from aalr_jax import fit, sample_posterior, simulate, tasks
+from aalr_jax.data import SimulationBank
+from aalr_jax.losses import aalr_loss, balance_penalty, repair
+from aalr_jax.tasks import gaussian_linear
+from aalr_jax.train import evaluate
+
+
+def test_aalr_loss_by_hand():
+    lj, lm = jnp.array([2.0, -1.0]), jnp.array([0.5, -3.0])
+    expected = np.mean(-np.log(1 / (1 + np.exp(-np.array([2.0, -1.0]))))) + np.mean(
+        -np.log(1 - 1 / (1 + np.exp(-np.array([0.5, -3.0]))))
+    )
+    np.testing.assert_allclose(aalr_loss(lj, lm), expected, rtol=1e-6)
+    # stable where sigmoid saturates: log-sigmoid form, no inf/NaN
+    assert np.isfinite(aalr_loss(jnp.array([-200.0]), jnp.array([200.0])))
+    np.testing.assert_allclose(aalr_loss(jnp.array([-200.0]), jnp.array([200.0])), 400.0, rtol=1e-6)
+    sig = lambda v: 1 / (1 + np.exp(-v))
+    np.testing.assert_allclose(balance_penalty(lj, lm), (sig(lj).mean() + sig(lm).mean() - 1) ** 2, rtol=1e-5)
+    theta = jnp.arange(6.0).reshape(3, 2)
+    np.testing.assert_array_equal(repair(theta), theta[jnp.array([2, 0, 1])])
+
+
+@pytest.fixture(scope="module")
+def gl3():
+    """3-D gaussian_linear, 20k simulations, trained once for the tests below."""
+    task = gaussian_linear.make(dim=3)
+    bank = simulate(jax.random.PRNGKey(0), task, 20_000, progress=False)
+    result = fit(jax.random.PRNGKey(1), bank, max_epochs=60, patience=10, progress=False)
+    return task, bank, result
+
+
+def test_learned_log_ratio_matches_exact(gl3):
+    """log r(x|θ) = log N(x; θ, 0.1 I) - log N(x; 0, 0.2 I) on joint draws."""
+    task, _, (estimator, _) = gl3
+    test = simulate(jax.random.PRNGKey(7), task, 2000, progress=False)
+    theta, x = np.asarray(test.theta), np.asarray(test.x)
+    exact = (-((x - theta) ** 2).sum(1) / 0.2 + (x**2).sum(1) / 0.4) + 1.5 * np.log(2.0)
+    learned = np.asarray(estimator.log_ratio(test.theta, test.x))
+    assert np.corrcoef(exact, learned)[0, 1] > 0.95
+    assert np.median(np.abs(exact - learned)) < 0.3
+
+
+def test_end_to_end_gaussian_linear_posterior(gl3):
+    task, _, (estimator, _) = gl3
+    for i, x_obs in enumerate([task.default_observation, jnp.array([0.3, -0.4, 0.1])]):
+        mean, cov = gaussian_linear.analytic_posterior(x_obs)
+        std = np.sqrt(np.diag(np.asarray(cov)))
+        for method in ("rwmh", "hmc"):
+            r = sample_posterior(jax.random.PRNGKey(i), estimator, task.prior, x_obs, method=method,
+                                 num_samples=5000, num_chains=20, num_warmup=300)
+            s = np.asarray(r.samples)
+            assert np.all(np.abs(s.mean(0) - np.asarray(mean)) < 0.2 * std), (method, s.mean(0), mean)
+            np.testing.assert_allclose(s.std(0), std, rtol=0.2)
+            assert np.all(np.asarray(r.rhat) < 1.01)
+
+
+def test_early_stopping_keeps_best_parameters(gl3):
+    _, bank, (estimator, history) = gl3
+    assert len(history.train_loss) == len(history.validation_loss) >= history.best_epoch + 1
+    assert history.best_epoch == int(np.argmin(history.validation_loss))
+    assert history.validation_loss[0] > history.validation_loss[history.best_epoch]
+    # the returned estimator is the best one: re-evaluating it on the same split gives the best loss
+    refit = fit(jax.random.PRNGKey(1), SimulationBank(bank.theta[:4000], bank.x[:4000]),
+                max_epochs=8, patience=2, progress=False)
+    train_val = refit.history.validation_loss
+    from aalr_jax.data import split_bank
+    _, val = split_bank(jax.random.split(jax.random.PRNGKey(1), 3)[0], SimulationBank(bank.theta[:4000], bank.x[:4000]), 0.1)
+    np.testing.assert_allclose(evaluate(refit.estimator, val), train_val.min(), rtol=1e-5)
+    if refit.history.stopped_early:
+        assert len(train_val) - 1 - refit.history.best_epoch == 2
+
+
+def test_fit_accepts_any_optax_transformation_and_is_reproducible():
+    task = gaussian_linear.make(dim=2)
+    bank = simulate(jax.random.PRNGKey(0), task, 2000, progress=False)
+    opt = optax.chain(optax.clip_by_global_norm(1.0), optax.sgd(1e-2, momentum=0.9))
+    a = fit(jax.random.PRNGKey(3), bank, optimizer=opt, max_epochs=3, progress=False)
+    b = fit(jax.random.PRNGKey(3), bank, optimizer=opt, max_epochs=3, progress=False)
+    np.testing.assert_array_equal(a.history.train_loss, b.history.train_loss)
+    assert a.history.train_loss[-1] < a.history.train_loss[0]
+
+
+def test_balanced_training_runs_and_penalises_imbalance():
+    task = gaussian_linear.make(dim=2)
+    bank = simulate(jax.random.PRNGKey(0), task, 3000, progress=False)
+    res = fit(jax.random.PRNGKey(3), bank, balance=100.0, max_epochs=5, progress=False)
+    t = bank.theta[:1000]
+    f = res.estimator.embed(bank.x[:1000])
+    lj, lm = res.estimator.head(t, f), res.estimator.head(repair(t), f)
+    assert float(balance_penalty(lj, lm)) < 1e-2
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(batch_size=5000), r"batch_size=5000 is larger than the 900 training simulations"),
+        (dict(max_epochs=0), "max_epochs must be a positive integer"),
+        (dict(validation_fraction=1.5), r"validation_fraction must lie in \(0, 1\)"),
+        (dict(balance=-1.0), "balance must be >= 0"),
+        (dict(activation="sigmoid"), "activation must be one of"),
+    ],
+)
+def test_fit_bad_input(kwargs, match):
+    bank = simulate(jax.random.PRNGKey(0), gaussian_linear.make(dim=2), 1000, progress=False)
+    with pytest.raises(ValueError, match=match):
+        fit(jax.random.PRNGKey(0), bank, progress=False, **kwargs)
+
+
+def test_fit_rejects_non_finite_bank():
+    bank = SimulationBank(jnp.zeros((100, 2)), jnp.full((100, 2), jnp.nan))
+    with pytest.raises(ValueError, match="non-finite"):
+        fit(jax.random.PRNGKey(0), bank, batch_size=10, progress=False)
