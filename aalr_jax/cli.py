@@ -18,6 +18,7 @@ import math
 import os
 import sys
 import time
+import zipfile
 
 import jax
 import numpy as np
@@ -39,25 +40,29 @@ DEFAULT_OUTPUT = "aalr_output"
 # ----------------------------------------------------------------------------- argument groups
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
+def _int_at_least(minimum: int, what: str):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = minimum - 1
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"expected a {what} integer, got {text!r}")
+        return value
+
+    return parse
 
 
-def _non_negative_int(text: str) -> int:
-    return 0 if text.strip() == "0" else _positive_int(text)
+_positive_int = _int_at_least(1, "positive")
+_non_negative_int = _int_at_least(0, "non-negative")
 
 
 def _widths(text: str) -> tuple:
     try:
         return tuple(_positive_int(part) for part in text.split(","))
     except argparse.ArgumentTypeError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated positive widths such as 128,128,128, got {text!r}") from None
+        message = f"expected comma-separated positive widths such as 128,128,128, got {text!r}"
+        raise argparse.ArgumentTypeError(message) from None
 
 
 def _add_task(parser, *, default: str | None, help: str) -> None:
@@ -128,7 +133,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.set_defaults(handler=_cmd_run)
 
     simulate_ = sub.add_parser("simulate", help="draw a simulation bank and save it (.npz)",
-                               description="Draw θ from the task's prior and x from its simulator; save the bank as .npz.")
+                               description="Draw θ from the task's prior and x from its simulator; "
+                                           "save the bank as .npz.")
     _add_task(simulate_, default=DEFAULT_TASK, help="built-in task (default: %(default)s)")
     _add_simulation_options(simulate_)
     simulate_.add_argument("--output", required=True, metavar="BANK.npz", help="file to write the bank to")
@@ -149,7 +155,8 @@ def build_parser() -> argparse.ArgumentParser:
     sample = sub.add_parser("sample", help="sample the posterior of an observation with a saved estimator",
                             description="Sample the posterior of an observation with an estimator written by "
                                         "'train' or 'run'; writes samples.npz, corner.png and summary.json.")
-    sample.add_argument("--estimator", required=True, metavar="ESTIMATOR.npz", help="estimator written by 'train' or 'run'")
+    sample.add_argument("--estimator", required=True, metavar="ESTIMATOR.npz",
+                        help="estimator written by 'train' or 'run'")
     _add_task(sample, default=None, help="task (prior, labels, default observation); default: the estimator's metadata")
     _add_sampling_options(sample)
     sample.add_argument("--output", required=True, metavar="DIR", help="folder for the outputs, created if needed")
@@ -203,7 +210,7 @@ def load_observation(path: str) -> np.ndarray:
         else:
             raise ValueError("unsupported extension; use .npy, .npz or .csv")
         x = np.asarray(x, dtype=np.float32)
-    except (ValueError, OSError) as err:
+    except (ValueError, OSError, zipfile.BadZipFile) as err:
         raise ValueError(f"cannot read observation {path}: {err}") from None
     if not np.isfinite(x).all():
         raise ValueError(f"observation {path} contains non-finite values")
@@ -213,14 +220,16 @@ def load_observation(path: str) -> np.ndarray:
 def _observation(args, task, x_shape: tuple) -> tuple[np.ndarray, bool]:
     """``(x_obs, is_default)``: the observation to condition on, checked against ``x_shape``."""
     x_shape = tuple(x_shape)
-    if args.observation is None:
-        x, source, is_default = np.asarray(task.default_observation, np.float32), f"the default observation of {task.name}", True
+    is_default = args.observation is None
+    if is_default:
+        x, source = np.asarray(task.default_observation, np.float32), f"the default observation of {task.name}"
     else:
-        x, source, is_default = load_observation(args.observation), f"observation {args.observation}", False
-    if args.iid:
+        x, source = load_observation(args.observation), f"observation {args.observation}"
+    if args.iid:  # (n, *x_shape); one observation counts as n = 1
         x = x[None] if x.shape == x_shape else x
-        ok, expected = x.ndim == len(x_shape) + 1 and x.shape[1:] == x_shape, f"(n, {', '.join(map(str, x_shape))}) with --iid"
-    else:
+        ok = x.ndim == len(x_shape) + 1 and x.shape[1:] == x_shape
+        expected = f"(n, {', '.join(map(str, x_shape))}) with --iid"
+    else:  # x_shape; a leading axis of length 1 is dropped
         x = x[0] if x.shape == (1,) + x_shape else x
         ok, expected = x.shape == x_shape, f"{x_shape}"
     if not ok:
@@ -264,16 +273,19 @@ def _train(args, bank, task_name, timings) -> tuple:
 def _sample_and_write(args, task, estimator, x_obs, is_default, timings, extra: dict, start: float) -> dict:
     """Sample the posterior of ``x_obs``; write samples.npz, corner.png and summary.json to ``args.output``."""
     key_sample, key_reference = jax.random.split(_key(args, "sample"))
-    with _phase(args, timings, "sample", f"sampling {args.num_samples} draws with {args.method} ({args.num_chains} chains)"):
-        post = sample_posterior(key_sample, estimator, task.prior, x_obs, method=args.method, num_samples=args.num_samples,
-                                num_chains=args.num_chains, num_warmup=args.num_warmup, thin=args.thin, iid=args.iid)
+    message = f"sampling {args.num_samples} draws with {args.method} ({args.num_chains} chains)"
+    with _phase(args, timings, "sample", message):
+        post = sample_posterior(key_sample, estimator, task.prior, x_obs, method=args.method,
+                                num_samples=args.num_samples, num_chains=args.num_chains,
+                                num_warmup=args.num_warmup, thin=args.thin, iid=args.iid)
         post = jax.tree.map(np.asarray, post)
 
     reference = None
     if task.reference_posterior is not None and (not args.iid or x_obs.shape[0] == 1):
         with _phase(args, timings, "reference", "drawing reference posterior samples"):
             try:
-                reference = np.asarray(task.reference_posterior(key_reference, x_obs[0] if args.iid else x_obs, args.num_samples))
+                x_ref = x_obs[0] if args.iid else x_obs
+                reference = np.asarray(task.reference_posterior(key_reference, x_ref, args.num_samples))
             except Exception as err:  # a reference is a bonus: never fail the run for it
                 _say(args, f"warning: no reference posterior ({err})")
 
@@ -299,7 +311,9 @@ def _sample_and_write(args, task, estimator, x_obs, is_default, timings, extra: 
         "sampler": {"num_samples": args.num_samples, "num_chains": args.num_chains,
                     "num_warmup": args.num_warmup, "thin": args.thin},
         "timings": {name: round(seconds, 3) for name, seconds in timings.items()},
-        "posterior": {label: {"mean": _json_number(m), "std": _json_number(s)} for label, m, s in zip(labels, mean, std)},
+        "posterior": {
+            label: {"mean": _json_number(m), "std": _json_number(s)} for label, m, s in zip(labels, mean, std)
+        },
         "diagnostics": {
             "mean_acceptance": _json_number(post.acceptance_rate.mean()),
             "max_rhat": _json_number(np.nanmax(post.rhat)) if np.isfinite(post.rhat).any() else None,
@@ -317,8 +331,11 @@ def _sample_and_write(args, task, estimator, x_obs, is_default, timings, extra: 
 
 
 def _print_result(summary: dict, output: str) -> None:
-    means = ", ".join(f"{k}={v['mean']:.3g}±{v['std']:.2g}" for k, v in summary["posterior"].items())
-    print(f"{PROG}: {summary['task']} posterior {means}; outputs in {os.path.abspath(output)}")
+    posterior = summary["posterior"]
+    means = ", ".join(f"{k}={v['mean']:.3g}±{v['std']:.2g}" for k, v in posterior.items())
+    means = f" {means}" if len(posterior) <= 4 else ""
+    print(f"{PROG}: {summary['task']} posterior{means} in {summary['timings']['total']:.1f} s; "
+          f"outputs in {os.path.abspath(output)}")
 
 
 # ----------------------------------------------------------------------------- commands

@@ -1,7 +1,6 @@
 """Corner plots of posterior samples, with an optional reference posterior and the true parameters.
 
-Figures are built with Matplotlib's object API (``matplotlib.figure.Figure``), never through pyplot's
-global state, so nothing is shown or leaked and any backend (Agg included) works.
+Built with Matplotlib's object API (``Figure``), never pyplot's global state: nothing is shown or leaked.
 """
 
 from __future__ import annotations
@@ -50,22 +49,18 @@ def corner(samples, *, labels=None, truth=None, reference=None, bins=50, title=N
     labels = [f"θ{i + 1}" for i in range(d)] if labels is None else [str(s) for s in labels]
     if len(labels) != d:
         raise ValueError(f"labels must hold {d} names (one per column of samples), got {len(labels)}")
-    if truth is not None:
-        truth = np.asarray(truth, dtype=np.float64)
-        if truth.shape != (d,):
-            raise ValueError(f"truth must have shape ({d},), got {truth.shape}")
-    if reference is not None:
-        reference = _matrix("reference", reference, d)
-    if isinstance(bins, bool) or int(bins) != bins or bins < 2:
+    if truth is not None and np.shape(truth) != (d,):
+        raise ValueError(f"truth must have shape ({d},), got {np.shape(truth)}")
+    truth = None if truth is None else np.asarray(truth, dtype=np.float64)
+    reference = None if reference is None else _matrix("reference", reference, d)
+    if isinstance(bins, bool) or not isinstance(bins, (int, np.integer)) or bins < 2:
         raise ValueError(f"bins must be an integer >= 2, got {bins!r}")
-    bins = int(bins)
 
     stacked = [samples] + ([reference] if reference is not None else []) + ([truth[None]] if truth is not None else [])
     low, high = np.min([s.min(0) for s in stacked], 0), np.max([s.max(0) for s in stacked], 0)
     pad = np.where(high > low, 0.05 * (high - low), 0.5)
     ranges = np.stack([low - pad, high + pad], 1)
-
-    size = 1.0 + 2.2 * d
+    size = min(1.0 + 2.2 * d, 16.0)
     fig = Figure(figsize=(size, size), layout="constrained")
     axes = fig.subplots(d, d, squeeze=False)
     for i in range(d):
@@ -75,25 +70,25 @@ def corner(samples, *, labels=None, truth=None, reference=None, bins=50, title=N
                 ax.set_visible(False)  # kept hidden: the top-right cell anchors the legend
                 continue
             ax.set_xlim(ranges[j])
+            if truth is not None:
+                ax.axvline(truth[j], color=TRUTH_COLOR, lw=1)
             if i == j:
                 edges = np.linspace(*ranges[j], bins + 1)
                 ax.hist(samples[:, j], bins=edges, density=True, histtype="stepfilled", color=SAMPLE_COLOR, alpha=0.5)
                 if reference is not None:
                     ax.hist(reference[:, j], bins=edges, density=True, histtype="step", color=REFERENCE_COLOR, lw=1.5)
-                if truth is not None:
-                    ax.axvline(truth[j], color=TRUTH_COLOR, lw=1)
                 ax.set_yticks([])
             else:
                 ax.set_ylim(ranges[i])
                 ax.hist2d(samples[:, j], samples[:, i], bins=bins, range=[ranges[j], ranges[i]], cmap="Blues", cmin=1)
                 if reference is not None:
-                    hist, xe, ye = np.histogram2d(reference[:, j], reference[:, i], bins=max(bins // 2, 2), range=[ranges[j], ranges[i]])
+                    hist, xe, ye = np.histogram2d(reference[:, j], reference[:, i], bins=max(bins // 2, 2),
+                                                  range=[ranges[j], ranges[i]])
                     levels = _mass_levels(hist)
                     if levels.size:
                         centers = (xe[:-1] + xe[1:]) / 2, (ye[:-1] + ye[1:]) / 2
                         ax.contour(*centers, hist.T, levels=levels, colors=REFERENCE_COLOR, linewidths=1.2)
                 if truth is not None:
-                    ax.axvline(truth[j], color=TRUTH_COLOR, lw=1)
                     ax.axhline(truth[i], color=TRUTH_COLOR, lw=1)
                     ax.plot(truth[j], truth[i], "s", color=TRUTH_COLOR, ms=4)
                 if j == 0:
@@ -110,9 +105,9 @@ def corner(samples, *, labels=None, truth=None, reference=None, bins=50, title=N
         handles.append(Line2D([], [], color=REFERENCE_COLOR, lw=1.5, label="reference posterior"))
     if truth is not None:
         handles.append(Line2D([], [], color=TRUTH_COLOR, lw=1, marker="s", ms=4, label="true parameters"))
-    if len(handles) > 1:
-        anchor = dict(loc="upper right") if d == 1 else dict(loc="center", bbox_to_anchor=axes[0, -1].bbox)
-        fig.legend(handles=handles, frameon=False, **anchor)
+    if len(handles) > 1:  # in the hidden top-right cell (inside the only axes when d = 1)
+        fig.legend(handles=handles, frameon=False, loc="upper right", bbox_to_anchor=(0, 0, 1, 1),
+                   bbox_transform=axes[0, -1].transAxes)
     if title is not None:
         fig.suptitle(str(title))
     return fig
@@ -120,6 +115,5 @@ def corner(samples, *, labels=None, truth=None, reference=None, bins=50, title=N
 
 def save_figure(fig: Figure, path: str, *, dpi: int = 150) -> None:
     """Write ``fig`` to ``path`` (format from the extension), creating the folder if needed."""
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     fig.savefig(path, dpi=dpi)

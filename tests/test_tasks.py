@@ -233,9 +233,10 @@ def test_slcp_simulator_moments():
 
 def test_slcp_default_observation():
     task = tasks.get("slcp")
-    assert task.observation is None and task.observation_seed == 1
+    assert task.observation_seed == 1
     np.testing.assert_allclose(task.true_theta, [0.7, -2.9, -1.0, -0.9, 0.6])
     x_o = task.default_observation
     assert x_o.shape == (8,) and np.all(np.isfinite(x_o))
+    # stored once from simulator(PRNGKey(1), θ*); the simulator reproduces it on this JAX version
     expected = task.simulator(jax.random.PRNGKey(1), jnp.asarray(task.true_theta))
-    np.testing.assert_array_equal(x_o, expected)
+    np.testing.assert_allclose(x_o, expected, rtol=1e-5, atol=1e-5)

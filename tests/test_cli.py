@@ -1,0 +1,223 @@
+"""Tests of the command line (aalr_jax.cli): in-process through ``main(argv)``, plus one subprocess.
+
+Budgets are tiny; every in-process sampling call uses the same sampler settings and network, so
+the sampler compiles once for the whole module.
+"""
+
+import json
+import math
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from aalr_jax import cli, io
+
+BUDGET = ["--num-simulations", "2000"]
+TRAINING = ["--max-epochs", "3"]
+SAMPLER = ["--num-samples", "200", "--num-chains", "4", "--num-warmup", "50", "--quiet"]
+OUTPUTS = ("samples.npz", "estimator.npz", "corner.png", "summary.json")
+
+
+def _run_ok(argv, capsys=None):
+    code = cli.main([str(a) for a in argv])
+    if capsys is not None:
+        out, err = capsys.readouterr()
+        assert code == 0, err
+        return out, err
+    assert code == 0
+    return None
+
+
+def _error(argv, capsys):
+    """Exit status and stderr of a command expected to fail."""
+    code = cli.main([str(a) for a in argv])
+    _, err = capsys.readouterr()
+    assert "Traceback" not in err
+    return code, err
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("run")
+    _run_ok(["run", *BUDGET, *TRAINING, *SAMPLER, "--output", out])
+    return out
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """``simulate`` then ``train`` through files, with the same seed and settings as ``run_dir``."""
+    folder = tmp_path_factory.mktemp("pipeline")
+    bank, estimator = folder / "bank.npz", folder / "estimator.npz"
+    _run_ok(["simulate", "--task", "two_moons", *BUDGET, "--output", bank, "--quiet"])
+    _run_ok(["train", "--bank", bank, "--output", estimator, "--task", "two_moons", *TRAINING, "--quiet"])
+    return estimator
+
+
+def _summary(folder):
+    return json.loads((folder / "summary.json").read_text())
+
+
+def _check_summary(summary, *, budget=2000, method="rwmh"):
+    assert summary["task"] == "two_moons" and summary["budget"] == budget and summary["method"] == method
+    assert summary["seed"] == 0
+    for phase in ("sample", "write", "total"):
+        assert summary["timings"][phase] > 0
+    assert summary["training"]["epochs"] == 3 and 0 <= summary["training"]["best_epoch"] < 3
+    assert math.isfinite(summary["training"]["best_validation_loss"])
+    assert list(summary["posterior"]) == ["parameter_1", "parameter_2"]
+    for stats in summary["posterior"].values():
+        assert -1.0 <= stats["mean"] <= 1.0 and 0.0 < stats["std"] < 2.0
+    diagnostics = summary["diagnostics"]
+    assert 0.0 < diagnostics["mean_acceptance"] <= 1.0
+    assert diagnostics["max_rhat"] is None or diagnostics["max_rhat"] > 0.5
+    assert diagnostics["min_ess"] > 0
+    assert summary["versions"]["jax"] and summary["versions"]["aalr_jax"]
+    assert summary["device"] in ("cpu", "gpu", "tpu", "cuda", "rocm")
+
+
+def _check_samples(folder, x_obs):
+    with np.load(folder / "samples.npz") as f:
+        assert {"samples", "chains", "acceptance_rate", "rhat", "ess", "x_obs"} <= set(f.files)
+        assert f["samples"].shape == (200, 2) and f["chains"].shape == (4, 50, 2)
+        assert f["acceptance_rate"].shape == (4,) and f["rhat"].shape == f["ess"].shape == (2,)
+        assert np.all(np.abs(f["samples"]) <= 1.0)
+        np.testing.assert_allclose(f["x_obs"], x_obs, rtol=1e-6)
+        return f["samples"]
+
+
+def test_run_writes_every_output(run_dir):
+    for name in OUTPUTS:
+        assert (run_dir / name).stat().st_size > 0, name
+    summary = _summary(run_dir)
+    _check_summary(summary)
+    assert summary["timings"]["simulate"] > 0 and summary["timings"]["train"] > 0
+    assert summary["reference_posterior"] is True and summary["observation"] == "default"
+    _check_samples(run_dir, [-0.6396706, 0.16234657])
+    assert (run_dir / "corner.png").read_bytes()[:4] == b"\x89PNG"
+    assert io.load_metadata(run_dir / "estimator.npz")["metadata"] == {
+        "task": "two_moons", "num_simulations": 2000, "seed": 0, "training": summary["training"],
+    }
+
+
+def test_simulate_train_sample_through_files(trained, run_dir, tmp_path, capsys):
+    bank = trained.parent / "bank.npz"
+    with np.load(bank) as f:
+        assert f["theta"].shape == (2000, 2) and f["x"].shape == (2000, 2)
+    assert io.load_metadata(trained)["metadata"]["task"] == "two_moons"
+    out, _ = _run_ok(["sample", "--estimator", trained, *SAMPLER, "--output", tmp_path], capsys)  # task from metadata
+    assert str(tmp_path) in out
+    for name in ("samples.npz", "corner.png", "summary.json"):
+        assert (tmp_path / name).exists(), name
+    summary = _summary(tmp_path)
+    _check_summary(summary)
+    samples = _check_samples(tmp_path, [-0.6396706, 0.16234657])
+    # Every phase has its own key derived from --seed: the steps reproduce `run` exactly.
+    np.testing.assert_allclose(samples, _check_samples(run_dir, [-0.6396706, 0.16234657]), atol=1e-5)
+
+
+@pytest.mark.parametrize("fmt", ["csv", "npy", "npz"])
+def test_observation_from_file(fmt, trained, tmp_path):
+    x_obs = np.array([0.1, -0.3], np.float32)
+    path = tmp_path / f"obs.{fmt}"
+    if fmt == "csv":
+        path.write_text("0.1,-0.3\n")
+    elif fmt == "npy":
+        np.save(path, x_obs[None])  # a leading axis of 1 is accepted
+    else:
+        np.savez(path, other=np.zeros(5), x_obs=x_obs)
+    out = tmp_path / "out"
+    _run_ok(["sample", "--estimator", trained, "--task", "two_moons", "--observation", path, *SAMPLER, "--output", out])
+    summary = _summary(out)
+    assert summary["observation"] == str(path)
+    assert all(math.isfinite(s["mean"]) for s in summary["posterior"].values())
+    _check_samples(out, x_obs)
+
+
+def test_iid_observations(trained, tmp_path, capsys):
+    x_obs = np.array([[0.1, -0.3], [0.12, -0.28], [0.08, -0.31]], np.float32)
+    path = tmp_path / "obs.npy"
+    np.save(path, x_obs)
+    _run_ok(["sample", "--estimator", trained, "--observation", path, "--iid", *SAMPLER, "--output", tmp_path / "out"])
+    summary = _summary(tmp_path / "out")
+    assert summary["iid"] is True and summary["reference_posterior"] is False  # no reference for n > 1
+    _check_samples(tmp_path / "out", x_obs)
+    np.save(path, x_obs[None])  # (1, n, 2): one batch axis too many
+    code, err = _error(["sample", "--estimator", trained, "--observation", path, "--iid", "--output", tmp_path], capsys)
+    assert code == 2 and "(n, 2) with --iid" in err and "(1, 3, 2)" in err
+
+
+def test_bad_observation_shape(tmp_path, capsys):
+    path = tmp_path / "obs.csv"
+    path.write_text("0.1,0.2,0.3\n")
+    code, err = _error(["run", "--observation", path, "--output", tmp_path / "out", "--quiet"], capsys)
+    assert code == 2
+    assert err.startswith("aalr-jax: error: ") and str(path) in err and "(3,)" in err and "(2,)" in err
+    assert not (tmp_path / "out").exists()  # rejected before any work
+
+
+def test_user_errors(trained, tmp_path, capsys):
+    missing = tmp_path / "missing.npz"
+    cases = [
+        (["sample", "--estimator", missing, "--output", tmp_path], "estimator file not found"),
+        (["train", "--bank", missing, "--output", tmp_path / "e.npz"], "bank file not found"),
+        (["run", "--observation", tmp_path / "x.npy", "--output", tmp_path], "observation file not found"),
+        (["sample", "--estimator", trained, "--task", "slcp", "--output", tmp_path], "task slcp"),
+        (["train", "--bank", trained.parent / "bank.npz", "--task", "slcp", "--output", tmp_path / "e"], "task slcp"),
+    ]
+    bad_text = tmp_path / "obs.txt"
+    bad_text.write_text("1,2\n")
+    cases.append((["run", "--observation", bad_text, "--output", tmp_path], "unsupported extension"))
+    for argv, message in cases:
+        code, err = _error(argv, capsys)
+        assert code == 2 and err.startswith("aalr-jax: error: ") and message in err, (argv, err)
+    code, err = _error(["run", "--task", "nope"], capsys)  # argparse rejects it with its usage line
+    assert code == 2 and "invalid choice: 'nope'" in err
+    code, err = _error(["sample", "--output", tmp_path], capsys)
+    assert code == 2 and "--estimator" in err
+
+
+def test_no_arguments_means_run_with_defaults(monkeypatch):
+    seen = {}
+    monkeypatch.setattr(cli, "_cmd_run", lambda args: seen.update(vars(args)) or 0)
+    assert cli.main([]) == 0
+    assert seen["task"] == "two_moons" and seen["num_simulations"] == 20_000 and seen["output"] == "aalr_output"
+    assert (seen["method"], seen["num_samples"], seen["num_chains"], seen["num_warmup"]) == ("rwmh", 10_000, 100, 500)
+    assert seen["seed"] == 0 and seen["hidden"] == (128, 128, 128) and not seen["quiet"] and not seen["iid"]
+    assert cli.main(["--task", "slcp", "--hidden", "8,4"]) == 0
+    assert seen["task"] == "slcp" and seen["hidden"] == (8, 4)
+
+
+@pytest.mark.parametrize(
+    "command, options",
+    [
+        ([], ["run", "simulate", "train", "sample"]),
+        (["run"], ["--task", "--num-simulations", "--method", "--num-samples", "--num-chains", "--num-warmup", "--thin",
+                   "--observation", "--iid", "--output", "--seed", "--max-epochs", "--batch-size", "--quiet"]),
+        (["simulate"], ["--task", "--num-simulations", "--output", "--seed"]),
+        (["train"], ["--bank", "--output", "--task", "--max-epochs", "--batch-size", "--seed", "--hidden"]),
+        (["sample"], ["--estimator", "--task", "--observation", "--output", "--method", "--num-samples", "--iid"]),
+    ],
+)
+def test_help(command, options, capsys):
+    assert cli.main([*command, "--help"]) == 0
+    out = capsys.readouterr().out
+    for option in options:
+        assert option in out, option
+
+
+def test_console_entry_point(tmp_path):
+    """``python -m aalr_jax run`` in a fresh interpreter (the ``aalr-jax`` script calls the same main)."""
+    out = tmp_path / "out"
+    argv = ["run", "--num-simulations", "500", "--max-epochs", "1", "--batch-size", "64", "--hidden", "16",
+            "--num-samples", "20", "--num-chains", "2", "--num-warmup", "10", "--output", str(out)]
+    env = {**os.environ, "JAX_PLATFORMS": os.environ.get("JAX_PLATFORMS", "cpu")}
+    command = [sys.executable, "-m", "aalr_jax", *argv]
+    proc = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert "outputs in" in proc.stdout and str(out) in proc.stdout
+    assert "simulating 500 two_moons simulations" in proc.stderr  # progress lines without --quiet
+    for name in OUTPUTS:
+        assert (out / name).exists(), name
