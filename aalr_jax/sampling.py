@@ -171,13 +171,17 @@ def _target_acceptance(config: SamplerConfig, dim: int) -> float:
 
 
 def _build_step(logdensity_fn: Callable, config: SamplerConfig):
-    """``(init, step)`` with ``step(key, state, step_size, metric) -> (state, (acceptance, divergent))``."""
+    """``(init, step, prepare)``: ``step(key, state, step_size, prepare(metric)) -> (state, (acceptance, divergent))``.
+
+    ``prepare`` runs once per adaptation window, not per step (RWMH: the Cholesky factor of Σ).
+    """
     if config.method == "rwmh":
         kernel = random_walk.build_additive_step()
 
-        def step(key, state, step_size, metric):
-            chol = jnp.linalg.cholesky(metric) if metric.ndim == 2 else jnp.sqrt(metric)
+        def prepare(metric):
+            return jnp.linalg.cholesky(metric) if metric.ndim == 2 else jnp.sqrt(metric)
 
+        def step(key, state, step_size, chol):
             def move(k, position):
                 z = jax.random.normal(k, position.shape, position.dtype)
                 return step_size * (chol @ z if chol.ndim == 2 else chol * z)
@@ -185,7 +189,7 @@ def _build_step(logdensity_fn: Callable, config: SamplerConfig):
             state, info = kernel(key, state, logdensity_fn, move)
             return state, (info.acceptance_rate, jnp.zeros((), bool))
 
-        return functools.partial(random_walk.init, logdensity_fn=logdensity_fn), step
+        return functools.partial(random_walk.init, logdensity_fn=logdensity_fn), step, prepare
 
     if config.method == "hmc":
         kernel = blackjax.hmc.build_kernel()
@@ -198,7 +202,7 @@ def _build_step(logdensity_fn: Callable, config: SamplerConfig):
             state, info = kernel(key_move, state, logdensity_fn, step_size, metric, length)
             return state, (info.acceptance_rate, info.is_divergent)
 
-        return functools.partial(blackjax.hmc.init, logdensity_fn=logdensity_fn), step
+        return functools.partial(blackjax.hmc.init, logdensity_fn=logdensity_fn), step, lambda m: m
 
     kernel = blackjax.nuts.build_kernel()
 
@@ -206,13 +210,13 @@ def _build_step(logdensity_fn: Callable, config: SamplerConfig):
         state, info = kernel(key, state, logdensity_fn, step_size, metric, config.max_num_doublings)
         return state, (info.acceptance_rate, info.is_divergent)
 
-    return functools.partial(blackjax.nuts.init, logdensity_fn=logdensity_fn), step
+    return functools.partial(blackjax.nuts.init, logdensity_fn=logdensity_fn), step, lambda m: m
 
 
 def _run_one_chain(rng_key, logdensity_fn, position, config: SamplerConfig):
     """Warm-up then draws for one chain from ``position: (d,)``."""
     dim = position.shape[-1]
-    init, step = _build_step(logdensity_fn, config)
+    init, step, prepare = _build_step(logdensity_fn, config)
     da_init, da_update, _ = dual_averaging_adaptation(_target_acceptance(config, dim))
     wf_init, wf_update, wf_final = welford_algorithm(not config.dense_metric)
     eye = jnp.eye(dim) if config.dense_metric else jnp.ones(dim)
@@ -231,14 +235,14 @@ def _run_one_chain(rng_key, logdensity_fn, position, config: SamplerConfig):
             wf, da, metric = args
             cov, n, _ = wf_final(wf)
             new_metric = (n / (n + 5.0)) * cov + 1e-3 * (5.0 / (n + 5.0)) * eye
-            return wf_init(dim), da_init(jnp.exp(da.log_step_size)), new_metric
+            return wf_init(dim), da_init(jnp.exp(da.log_step_size)), prepare(new_metric)
 
         wf, da, metric = jax.lax.cond(is_end, close_window, lambda a: a, (wf, da, metric))
         return (state, da, wf, jnp.exp(da.log_step_size), metric), None
 
     key_warm, key_draw = jax.random.split(rng_key)
     state = init(position)
-    carry = (state, da_init(step0), wf_init(dim), jnp.asarray(step0, jnp.float32), eye)
+    carry = (state, da_init(step0), wf_init(dim), jnp.asarray(step0, jnp.float32), prepare(eye))
     if config.num_warmup:
         keys = jax.random.split(key_warm, config.num_warmup)
         carry, _ = jax.lax.scan(warm, carry, (keys, jnp.asarray(slow), jnp.asarray(window_end)))
