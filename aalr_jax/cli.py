@@ -1,9 +1,11 @@
-"""Command-line interface: ``aalr-jax [run|simulate|train|sample] ...`` (``python -m aalr_jax`` too).
+"""Command-line interface: ``aalr-jax [run|simulate|train|sample|diagnose] ...`` (``python -m aalr_jax`` too).
 
 ``aalr-jax`` with no arguments runs the whole pipeline on the default task (two moons): simulate a
 bank, train a ratio estimator, sample the posterior of the task's default observation, and write
 ``samples.npz``, ``estimator.npz``, ``corner.png`` and ``summary.json`` into ``aalr_output/``.
 The steps also run one at a time through files: ``simulate`` → ``train`` → ``sample``.
+``diagnose`` judges a saved estimator (expected coverage, SBC, the ROC diagnostic, the normalisation
+check, and MCMC health and traces of a ``samples.npz``) and writes PNGs and ``diagnostics.json``.
 
 Bad input (missing files, wrong observation shape, unknown task ...) is reported as
 ``aalr-jax: error: <message>`` on stderr with exit status 2, without a traceback.
@@ -24,7 +26,7 @@ import jax
 import numpy as np
 
 import aalr_jax
-from aalr_jax import io, plotting, tasks
+from aalr_jax import diagnostics, io, plotting, priors, tasks
 from aalr_jax.data import load_bank, save_bank, simulate
 from aalr_jax.sampling import METHODS, sample_posterior
 from aalr_jax.train import fit
@@ -32,9 +34,10 @@ from aalr_jax.train import fit
 __all__ = ["build_parser", "load_observation", "main"]
 
 PROG = "aalr-jax"
-COMMANDS = ("run", "simulate", "train", "sample")
+COMMANDS = ("run", "simulate", "train", "sample", "diagnose")
 DEFAULT_TASK = "two_moons"
 DEFAULT_OUTPUT = "aalr_output"
+DEFAULT_DIAGNOSE_OUTPUT = "aalr_diagnostics"
 
 
 # ----------------------------------------------------------------------------- argument groups
@@ -118,7 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "Without a command, runs 'run' with its defaults.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {aalr_jax.__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="{run,simulate,train,sample}")
+    sub = parser.add_subparsers(dest="command", metavar="{run,simulate,train,sample,diagnose}")
 
     run = sub.add_parser("run", help="simulate, train and sample in one go (the default)",
                          description="Simulate a bank, train a ratio estimator and sample the posterior of an "
@@ -162,6 +165,39 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--output", required=True, metavar="DIR", help="folder for the outputs, created if needed")
     _add_common_options(sample)
     sample.set_defaults(handler=_cmd_sample)
+
+    diagnose = sub.add_parser(
+        "diagnose", help="judge a saved estimator: coverage, SBC, ROC, normalisation, MCMC health",
+        description="Expected HPD coverage and SBC over (θ*, x) pairs from the task's joint (one batched "
+                    "sampling run), the paper's ROC diagnostic, the normalisation check E_p(θ)[r̂(x|θ)] = 1, "
+                    "and, with --samples, MCMC health and trace plots of a 'sample' run. Writes coverage.png, "
+                    "sbc.png, roc.png, traces.png and diagnostics.json.")
+    diagnose.add_argument("--estimator", required=True, metavar="ESTIMATOR.npz",
+                          help="estimator written by 'train' or 'run'")
+    _add_task(diagnose, default=None, help="task (prior and simulator); default: the estimator's metadata")
+    diagnose.add_argument("--num-pairs", type=_positive_int, default=200, metavar="N",
+                          help="(θ*, x) pairs from the joint for coverage and SBC (default: %(default)s)")
+    diagnose.add_argument("--samples", metavar="SAMPLES.npz",
+                          help="samples.npz written by 'sample' or 'run': MCMC health and trace plots")
+    group = diagnose.add_argument_group("posterior sampling of the pairs")
+    group.add_argument("--method", choices=METHODS, default="rwmh", help="MCMC kernel (default: %(default)s)")
+    group.add_argument("--num-samples", type=_positive_int, default=1000, metavar="S",
+                       help="posterior draws per pair (default: %(default)s)")
+    group.add_argument("--num-chains", type=_positive_int, default=10, metavar="C",
+                       help="chains per pair (default: %(default)s)")
+    group.add_argument("--num-warmup", type=_non_negative_int, default=300, metavar="W",
+                       help="adaptation steps per chain (default: %(default)s)")
+    group = diagnose.add_argument_group("ROC diagnostic")
+    group.add_argument("--num-roc-thetas", type=_positive_int, default=3, metavar="T",
+                       help="test parameters: the task's true θ and T-1 prior draws (default: %(default)s)")
+    group.add_argument("--roc-samples", type=_int_at_least(4, "at least 4"), default=4096, metavar="M",
+                       help="simulations per class and test parameter, half held out (default: %(default)s)")
+    group.add_argument("--roc-epochs", type=_positive_int, default=1000, metavar="E",
+                       help="full-batch Adam steps of the ROC classifier, an MLP 64x64 (default: %(default)s)")
+    diagnose.add_argument("--output", default=DEFAULT_DIAGNOSE_OUTPUT, metavar="DIR",
+                          help="folder for the outputs, created if needed (default: %(default)s)")
+    _add_common_options(diagnose)
+    diagnose.set_defaults(handler=_cmd_diagnose)
     return parser
 
 
@@ -170,7 +206,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _key(args, phase: str) -> jax.Array:
     """The PRNG key of a phase; the same in 'run' and in the separate commands, so they agree."""
-    return jax.random.fold_in(jax.random.PRNGKey(args.seed), ("simulate", "train", "sample").index(phase))
+    phases = ("simulate", "train", "sample", "diagnose")
+    return jax.random.fold_in(jax.random.PRNGKey(args.seed), phases.index(phase))
 
 
 def _say(args, message: str) -> None:
@@ -379,8 +416,8 @@ def _cmd_train(args) -> int:
     return 0
 
 
-def _cmd_sample(args) -> int:
-    start, timings = time.perf_counter(), {}
+def _estimator_and_task(args) -> tuple:
+    """``(estimator, task, metadata)`` from ``--estimator`` and ``--task`` (or the estimator's metadata)."""
     _require_file(args.estimator, "estimator")
     metadata = io.load_metadata(args.estimator).get("metadata") or {}
     name = args.task or metadata.get("task")
@@ -389,11 +426,145 @@ def _cmd_sample(args) -> int:
     task = tasks.get(name)
     estimator = io.load_estimator(args.estimator)
     _check_compatible(task, estimator.theta_dim, estimator.x_shape, f"estimator {args.estimator}")
+    return estimator, task, metadata
+
+
+def _cmd_sample(args) -> int:
+    start, timings = time.perf_counter(), {}
+    estimator, task, metadata = _estimator_and_task(args)
     x_obs, is_default = _observation(args, task, estimator.x_shape)
     extra = {"budget": metadata.get("num_simulations"), "training": metadata.get("training"),
              "estimator": os.path.abspath(args.estimator)}
     summary = _sample_and_write(args, task, estimator, x_obs, is_default, timings, extra, start)
     _print_result(summary, args.output)
+    return 0
+
+
+def _load_samples(path: str, theta_dim: int) -> dict:
+    """Chains ``(C, S, d)`` and per-chain statistics of a samples.npz written by 'sample' or 'run'."""
+    _require_file(path, "samples")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {k: np.asarray(data[k]) for k in data.files}
+    except (ValueError, OSError, zipfile.BadZipFile) as err:
+        raise ValueError(f"cannot read samples {path}: {err}") from None
+    chains = arrays.get("chains")
+    if chains is None or chains.ndim != 3 or chains.shape[2] != theta_dim or chains.shape[1] < 4:
+        shape = None if chains is None else chains.shape
+        raise ValueError(f"samples {path} must hold 'chains' of shape (C, S >= 4, {theta_dim}) as written by "
+                         f"'sample', got {shape}")
+    if not np.isfinite(chains).all():
+        raise ValueError(f"samples {path} contain non-finite chains")
+    return {"chains": chains, "acceptance_rate": arrays.get("acceptance_rate"),
+            "num_divergent": arrays.get("num_divergent")}
+
+
+def _numbers(values) -> list:
+    return [_json_number(v) for v in np.ravel(values)]
+
+
+def _report_record(report) -> dict:
+    return {
+        "rhat": _numbers(report.rhat), "ess_bulk": _numbers(report.ess_bulk), "ess_tail": _numbers(report.ess_tail),
+        "num_modes": report.num_modes, "chains_per_mode": [int(c) for c in report.mode_chains],
+        "within_mode_rhat": _numbers(report.mode_rhat), "within_mode_ess_bulk": _numbers(report.mode_ess_bulk),
+        "within_mode_ess_tail": _numbers(report.mode_ess_tail),
+        "mean_acceptance": _json_number(np.nanmean(report.acceptance_rate))
+        if np.isfinite(report.acceptance_rate).any() else None,
+        "num_divergent": report.num_divergent, "num_stuck": int(report.stuck.sum()),
+        "warnings": list(report.warnings), "notes": list(report.notes),
+    }
+
+
+def _cmd_diagnose(args) -> int:
+    start, timings = time.perf_counter(), {}
+    estimator, task, metadata = _estimator_and_task(args)
+    loaded = _load_samples(args.samples, task.theta_dim) if args.samples else None  # fail before any work
+    labels = list(task.parameter_labels)
+    key_pairs, key_sample, key_roc, key_norm = jax.random.split(_key(args, "diagnose"), 4)
+    record = {"task": task.name, "estimator": os.path.abspath(args.estimator), "seed": args.seed,
+              "budget": metadata.get("num_simulations")}
+    os.makedirs(args.output, exist_ok=True)
+    figures = {}
+
+    n = args.num_pairs
+    with _phase(args, timings, "coverage", f"sampling the posteriors of {n} pairs ({args.method}, "
+                                           f"{args.num_chains} chains each)"):
+        bank = simulate(key_pairs, task, n, progress=False)
+        post = sample_posterior(key_sample, estimator, task.prior, bank.x, method=args.method,
+                                num_samples=args.num_samples, num_chains=args.num_chains,
+                                num_warmup=args.num_warmup)
+        credibility = diagnostics.sample_credibility(estimator, task.prior, bank.x, bank.theta, post.samples)
+        coverage = diagnostics.coverage_from_credibility(credibility)
+        num_draws = min(args.num_samples, 100)
+        sbc = diagnostics.sbc(np.asarray(bank.theta), np.asarray(post.samples), num_draws=num_draws)
+        health = diagnostics.mcmc_report(post, labels=labels, rank_normalized=False)
+    as_record = lambda c: {"levels": _numbers(c.levels), "coverage": _numbers(c.coverage),
+                           "lower": _numbers(c.lower), "upper": _numbers(c.upper), "verdict": c.verdict,
+                           "conservative": c.conservative, "confidence": c.confidence}
+    record["pairs"] = {"num_pairs": n, "sampler": {"method": args.method, "num_samples": args.num_samples,
+                                                    "num_chains": args.num_chains, "num_warmup": args.num_warmup}}
+    record["coverage"] = as_record(coverage)
+    record["sbc"] = {"num_draws": num_draws, "chi2_pvalue": _numbers(sbc.chi2_pvalue),
+                     "ks_pvalue": _numbers(sbc.ks_pvalue), "dispersion": _numbers(sbc.dispersion),
+                     "uniform": sbc.uniform, "labels": labels}
+    record["mcmc_pairs"] = {
+        "observations_with_warnings": int(sum(not r.ok for r in health)),
+        "median_max_rhat": _json_number(np.median([np.nanmax(r.rhat) for r in health])),
+        "median_max_within_mode_rhat": _json_number(np.median([np.nanmax(r.mode_rhat) for r in health])),
+        "observations_by_num_modes": {str(m): int(c) for m, c in zip(*np.unique([r.num_modes for r in health],
+                                                                                 return_counts=True))},
+    }
+    figures["coverage.png"] = plotting.coverage_plot(coverage, title=f"{task.name}: expected HPD coverage, "
+                                                                     f"{coverage.verdict} ({n} pairs)")
+    figures["sbc.png"] = plotting.sbc_plot(sbc, labels=labels, title=f"{task.name}: SBC ranks ({n} pairs)")
+
+    if task.theta_dim <= 2 and priors._bounds(task.prior.support) is not None:
+        with _phase(args, timings, "coverage_grid", "expected coverage by grid integration"):
+            grid = diagnostics.grid_credibility(estimator, task.prior, bank.x, bank.theta)
+            record["coverage_grid"] = as_record(diagnostics.coverage_from_credibility(grid))
+
+    with _phase(args, timings, "roc", f"ROC diagnostic at {args.num_roc_thetas} parameters"):
+        extra = np.asarray(task.prior.sample(key_roc, (args.num_roc_thetas - 1,)))
+        theta = np.concatenate([np.asarray(task.true_theta, np.float32)[None], extra])
+        roc = diagnostics.roc_diagnostic(key_roc, estimator, task, theta, num_samples=args.roc_samples,
+                                        num_epochs=args.roc_epochs)
+    record["roc"] = {"theta": np.asarray(roc.theta).tolist(), "auc": _numbers(roc.auc),
+                     "auc_std": _numbers(roc.auc_std), "weight_ess": _numbers(roc.weight_ess),
+                     "classifier": {"hidden_features": list(roc.hidden_features), "num_epochs": roc.num_epochs,
+                                    "num_train_per_class": roc.num_train, "num_test_per_class": roc.num_test}}
+    figures["roc.png"] = plotting.roc_plot(roc)
+
+    with _phase(args, timings, "normalization", "normalisation check"):
+        x_check = np.concatenate([np.asarray(task.default_observation, np.float32)[None], np.asarray(bank.x[:9])])
+        norm = diagnostics.normalization_check(key_norm, estimator, task.prior, x_check)
+    record["normalization"] = {"observations": "default observation, then the first pairs' x",
+                               "mean": _numbers(norm.mean), "stderr": _numbers(norm.stderr),
+                               "num_prior_samples": norm.num_samples}
+
+    if loaded is not None:
+        with _phase(args, timings, "mcmc", f"MCMC health of {args.samples}"):
+            report = diagnostics.mcmc_report(loaded["chains"], acceptance_rate=loaded["acceptance_rate"],
+                                             num_divergent=loaded["num_divergent"], labels=labels)
+        record["mcmc_samples"] = {"file": os.path.abspath(args.samples), **_report_record(report)}
+        figures["traces.png"] = plotting.trace_plot(loaded["chains"], labels=labels, mode_labels=report.mode_labels,
+                                                    title=f"{task.name}: traces of {args.samples}")
+        for message in report.warnings:
+            _say(args, f"warning: {message}")
+
+    with _phase(args, timings, "write", "writing outputs"):
+        for name, fig in figures.items():
+            plotting.save_figure(fig, os.path.join(args.output, name))
+    timings["total"] = time.perf_counter() - start
+    record["timings"] = {name: round(seconds, 3) for name, seconds in timings.items()}
+    record["versions"] = {"aalr_jax": aalr_jax.__version__, "jax": jax.__version__}
+    record["device"] = jax.devices()[0].platform
+    with open(os.path.join(args.output, "diagnostics.json"), "w") as f:
+        json.dump(record, f, indent=2)
+        f.write("\n")
+    aucs = ", ".join(f"{a:.3f}±{s:.3f}" for a, s in zip(roc.auc, roc.auc_std))
+    print(f"{PROG}: {task.name}: coverage {coverage.verdict}, SBC {'uniform' if sbc.uniform else 'not uniform'}, "
+          f"ROC AUC {aucs}, E[r̂] {norm.mean[0]:.3f}±{norm.stderr[0]:.3f}; outputs in {os.path.abspath(args.output)}")
     return 0
 
 

@@ -1,4 +1,6 @@
-"""Corner plots of posterior samples, with an optional reference posterior and the true parameters.
+"""Corner plots of posterior samples (with an optional reference posterior and the true parameters),
+and the plots of :mod:`aalr_jax.diagnostics`: ROC curves, expected coverage, SBC rank histograms and
+MCMC trace plots.
 
 Built with Matplotlib's object API (``Figure``), never pyplot's global state: nothing is shown or leaked.
 """
@@ -12,7 +14,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
-__all__ = ["corner", "save_figure"]
+__all__ = ["corner", "coverage_plot", "roc_plot", "save_figure", "sbc_plot", "trace_plot"]
 
 SAMPLE_COLOR, REFERENCE_COLOR, TRUTH_COLOR = "tab:blue", "tab:orange", "black"
 
@@ -117,3 +119,113 @@ def save_figure(fig: Figure, path: str, *, dpi: int = 150) -> None:
     """Write ``fig`` to ``path`` (format from the extension), creating the folder if needed."""
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     fig.savefig(path, dpi=dpi)
+
+
+def _labels(labels, d: int, default: str = "θ") -> list:
+    labels = [f"{default}{i + 1}" for i in range(d)] if labels is None else [str(s) for s in labels]
+    if len(labels) != d:
+        raise ValueError(f"labels must hold {d} names, got {len(labels)}")
+    return labels
+
+
+def roc_plot(result, *, title=None) -> Figure:
+    """Weighted ROC curves of a :class:`~aalr_jax.diagnostics.ROCResult`, one per test θ, with the diagonal.
+
+    The legend gives each AUC with its bootstrap standard error and the classifier's capacity.
+    """
+    fig = Figure(figsize=(4.8, 4.6), layout="constrained")
+    ax = fig.subplots()
+    ax.plot([0, 1], [0, 1], ls="--", color="gray", lw=1, label="chance (exact ratio)")
+    for i, (tpr, auc, std) in enumerate(zip(np.atleast_2d(result.tpr), result.auc, result.auc_std)):
+        theta = ", ".join(f"{v:.2g}" for v in np.asarray(result.theta)[i])
+        ax.plot(result.fpr, tpr, lw=1.5, label=f"θ = ({theta}): AUC {auc:.3f} ± {std:.3f}")
+    ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="false-positive rate (weighted marginal)",
+           ylabel="true-positive rate (p(x|θ))", aspect="equal")
+    widths = "×".join(map(str, result.hidden_features))
+    ax.set_title(title or f"ROC diagnostic (MLP {widths}, {result.num_epochs} epochs, "
+                          f"{result.num_train}+{result.num_test}/class)", fontsize=9)
+    ax.legend(fontsize=7, loc="lower right", frameon=False)
+    return fig
+
+
+def coverage_plot(result, *, title=None) -> Figure:
+    """Expected coverage of a :class:`~aalr_jax.diagnostics.CoverageResult` against the nominal level.
+
+    The shaded band is the simultaneous Clopper–Pearson interval of the empirical coverage; above
+    the diagonal is conservative, below over-confident.
+    """
+    fig = Figure(figsize=(4.6, 4.6), layout="constrained")
+    ax = fig.subplots()
+    ax.plot([0, 1], [0, 1], ls="--", color="gray", lw=1, label="nominal")
+    ax.fill_between(result.levels, result.lower, result.upper, color=SAMPLE_COLOR, alpha=0.25,
+                    label=f"{result.confidence:.0%} simultaneous interval")
+    ax.plot(result.levels, result.coverage, "o-", color=SAMPLE_COLOR, ms=3, label="empirical coverage")
+    ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="credibility level 1 − α", ylabel="expected coverage", aspect="equal")
+    ax.text(0.3, 0.62, "conservative", transform=ax.transAxes, fontsize=8, color="gray", rotation=45,
+            ha="center", va="center")
+    ax.text(0.7, 0.38, "over-confident", transform=ax.transAxes, fontsize=8, color="gray", rotation=45,
+            ha="center", va="center")
+    ax.set_title(title or f"expected HPD coverage: {result.verdict} ({len(result.credibility)} pairs)", fontsize=9)
+    ax.legend(fontsize=7, loc="upper left", frameon=False)
+    return fig
+
+
+def sbc_plot(result, *, labels=None, band: float = 0.99, title=None) -> Figure:
+    """Rank histograms of an :class:`~aalr_jax.diagnostics.SBCResult`, one panel per parameter.
+
+    The grey band holds each bin's count with probability ``band`` under uniform ranks (binomial).
+    """
+    from scipy import stats
+
+    counts = np.asarray(result.counts)
+    bins, d = counts.shape
+    labels = _labels(labels, d)
+    n = counts[:, 0].sum()
+    p = np.asarray(result.expected) / n
+    low, high = stats.binom.ppf((1 - band) / 2, n, p), stats.binom.ppf((1 + band) / 2, n, p)
+    edges = np.linspace(0, result.num_draws + 1, bins + 1)
+    cols = min(d, 4)
+    rows = -(-d // cols)
+    fig = Figure(figsize=(3.2 * cols, 2.6 * rows), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(rows, cols, squeeze=False)).ravel()
+    for k, ax in enumerate(axes):
+        if k >= d:
+            ax.set_visible(False)
+            continue
+        ax.fill_between(edges, np.append(low, low[-1]), np.append(high, high[-1]), step="post", color="gray",
+                        alpha=0.3, lw=0)
+        ax.stairs(counts[:, k], edges, fill=True, color=SAMPLE_COLOR, alpha=0.6)
+        ax.stairs(result.expected, edges, color="gray", ls="--", lw=1)
+        ax.set_title(f"{labels[k]}: χ² p={result.chi2_pvalue[k]:.2g}, KS p={result.ks_pvalue[k]:.2g}", fontsize=8)
+        ax.set_xlabel(f"rank among {result.num_draws} draws")
+        ax.set_xlim(0, result.num_draws + 1)
+    if title is not None:
+        fig.suptitle(str(title))
+    return fig
+
+
+def trace_plot(chains, *, labels=None, mode_labels=None, max_chains: int = 20, title=None) -> Figure:
+    """Trace plots of ``chains: (C, S, d)``: one panel per parameter, one line per chain.
+
+    ``mode_labels: (C,)`` (e.g. ``MCMCReport.mode_labels``) colours chains by mode; at most
+    ``max_chains`` chains are drawn, spread over the modes.
+    """
+    chains = np.asarray(chains, np.float64)
+    if chains.ndim != 3 or chains.shape[1] < 1:
+        raise ValueError(f"chains must have shape (C, S, d), got {chains.shape}")
+    num, size, d = chains.shape
+    labels = _labels(labels, d)
+    modes = np.zeros(num, int) if mode_labels is None else np.asarray(mode_labels)
+    groups = np.unique(modes)
+    show = np.concatenate([np.flatnonzero(modes == m)[: max(1, max_chains // len(groups))] for m in groups])
+    fig = Figure(figsize=(8, 1.8 * d + 0.6), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(d, 1, sharex=True, squeeze=False)).ravel()
+    colors = [f"C{i % 10}" for i in range(10)]
+    for k, ax in enumerate(axes):
+        for c in show:
+            ax.plot(chains[c, :, k], lw=0.6, alpha=0.8, color=colors[modes[c] % 10] if modes[c] >= 0 else "black")
+        ax.set_ylabel(labels[k])
+    axes[-1].set_xlabel("draw (after warm-up and thinning)")
+    fig.suptitle(title or f"{len(show)} of {num} chains" + (", coloured by mode" if mode_labels is not None else ""),
+                 fontsize=9)
+    return fig
