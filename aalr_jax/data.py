@@ -8,6 +8,7 @@ opts in to drop them (``on_invalid="drop"``), and then how many were dropped is 
 
 from __future__ import annotations
 
+import functools
 import os
 import tempfile
 import warnings
@@ -81,6 +82,12 @@ def _output_shape(prior, simulator: Callable, expected_shape) -> tuple:
     return tuple(out.shape)
 
 
+@functools.lru_cache(maxsize=64)
+def _batched(simulator: Callable) -> Callable:
+    """``jit(vmap(simulator))``, built once per simulator so repeated calls do not recompile."""
+    return jax.jit(jax.vmap(simulator))
+
+
 def simulate(
     rng_key: jax.Array,
     task_or_prior_and_simulator,
@@ -120,7 +127,7 @@ def simulate(
     theta = np.asarray(prior.sample(key_theta, (num_simulations,)), np.float32)
     keys = jax.random.split(key_sim, num_simulations)
     chunk = min(chunk_size, num_simulations)
-    run_chunk = jax.jit(jax.vmap(simulator))
+    run_chunk = _batched(simulator)
     x = np.empty((num_simulations,) + x_shape, np.float32)
     bar = tqdm(total=num_simulations, desc="simulate", unit="sim", disable=not progress, leave=False)
     for start in range(0, num_simulations, chunk):

@@ -99,3 +99,13 @@ def test_split_and_files(tmp_path):
     with pytest.raises(ValueError, match="not a simulation bank"):
         load_bank(str(tmp_path / "junk.npz"))
     assert isinstance(loaded, SimulationBank)
+
+
+def test_repeated_simulation_does_not_recompile():
+    from aalr_jax.data import _batched
+
+    task = tasks.get("two_moons")
+    simulate(jax.random.PRNGKey(0), task, 500, progress=False)
+    before = _batched(task.simulator)._cache_size()
+    simulate(jax.random.PRNGKey(1), task, 500, progress=False)
+    assert _batched(task.simulator)._cache_size() == before
