@@ -45,10 +45,11 @@ import numpy as np
 from aalr_jax.priors import box_uniform
 from aalr_jax.tasks.base import Task
 
-__all__ = ["log_likelihood", "make", "reference_posterior", "simulator"]
+__all__ = ["PRIOR", "log_likelihood", "make", "reference_posterior", "simulator"]
 
 NUM_POINTS = 4
 EPS = 1e-6
+PRIOR = box_uniform(-3.0, 3.0 * np.ones(5))  # one object: the sampler's compiled program is keyed on it
 TRUE_THETA = np.array([0.7, -2.9, -1.0, -0.9, 0.6], dtype=np.float32)  # Hermans et al. 2020
 OBSERVATION = np.array(  # simulator(PRNGKey(1), TRUE_THETA), jax 0.10.2
     [0.54556274, -2.9093032, 0.56401944, -3.0650856, 1.9666679, -2.2476587, 2.8415613, -1.283296],
@@ -107,7 +108,7 @@ def reference_posterior(
     if x_obs.shape != (2 * NUM_POINTS,):
         raise ValueError(f"slcp reference_posterior: x_obs must have shape (8,), got {x_obs.shape}")
     key_mcmc, key_sign = jax.random.split(rng_key)
-    prior = box_uniform(-3.0, 3.0 * np.ones(5))
+    prior = PRIOR
     model = ExactLikelihood(log_likelihood, (2 * NUM_POINTS,))
     out = sample_posterior(key_mcmc, model, prior, x_obs, method="hmc", num_samples=num_samples,
                            num_chains=num_chains, num_warmup=num_warmup, thin=thin)  # fmt: skip
@@ -119,7 +120,7 @@ def make() -> Task:
     """The SLCP task; default observation: the paper's θ* simulated with seed 1 (stored)."""
     return Task(
         name="slcp",
-        prior=box_uniform(-3.0, 3.0 * np.ones(5)),
+        prior=PRIOR,
         simulator=simulator,
         x_shape=(2 * NUM_POINTS,),
         parameter_labels=tuple(f"parameter_{i + 1}" for i in range(5)),
