@@ -114,6 +114,7 @@ def fit(
     hidden_features: tuple = (128, 128, 128),
     activation: str = "selu",
     embedding: str = "flatten",
+    embedding_features: int = 64,
     optimizer: optax.GradientTransformation | None = None,
     learning_rate: float = 1e-3,
     batch_size: int = 256,
@@ -129,7 +130,8 @@ def fit(
     Args:
         rng_key: PRNG key (initialisation, split, shuffling).
         bank: ``SimulationBank(theta (n, d), x (n, *x_shape))``.
-        hidden_features, activation, embedding: the network (see :class:`aalr_jax.nn.NetworkConfig`).
+        hidden_features, activation, embedding, embedding_features: the network (see
+            :class:`aalr_jax.nn.NetworkConfig`; e.g. ``embedding="cnn"`` for images).
         optimizer: any ``optax.GradientTransformation``; default ``optax.adamw(learning_rate,
             weight_decay=0)`` (weight decay over-broadens posteriors, Hermans et al. 2020).
         learning_rate: used by the default optimizer only.
@@ -181,6 +183,7 @@ def fit(
         hidden_features=tuple(int(h) for h in hidden_features),
         activation=activation,
         embedding=embedding,
+        embedding_features=int(embedding_features),
     )
     estimator = init_estimator(key_init, config, standardization_from(train.theta, train.x))
     if optimizer is None:

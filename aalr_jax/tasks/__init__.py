@@ -17,6 +17,18 @@ _REGISTRY = {
     "two_moons": "aalr_jax.tasks.two_moons",
     "gaussian_linear": "aalr_jax.tasks.gaussian_linear",
     "slcp": "aalr_jax.tasks.slcp",
+    "gaussian_linear_uniform": "aalr_jax.tasks.gaussian_linear_uniform",
+    "gaussian_mixture": "aalr_jax.tasks.gaussian_mixture",
+    "slcp_distractors": "aalr_jax.tasks.slcp_distractors",
+    "bernoulli_glm": "aalr_jax.tasks.bernoulli_glm",
+    "bernoulli_glm_raw": "aalr_jax.tasks.bernoulli_glm_raw",
+    "sir": "aalr_jax.tasks.sir",
+    "lotka_volterra": "aalr_jax.tasks.lotka_volterra",
+    "lensing": "aalr_jax.tasks.lensing",
+    "detector": "aalr_jax.tasks.detector",
+    "mg1": "aalr_jax.tasks.mg1",
+    "lotka_volterra_mjp": "aalr_jax.tasks.lotka_volterra_mjp",
+    "weinberg": "aalr_jax.tasks.weinberg",
 }
 
 
