@@ -28,7 +28,7 @@ import numpy as np
 import aalr_jax
 from aalr_jax import diagnostics, io, plotting, priors, tasks
 from aalr_jax.data import load_bank, save_bank, simulate
-from aalr_jax.sampling import METHODS, sample_posterior
+from aalr_jax.sampling import DEFAULT_THIN, METHODS, sample_posterior
 from aalr_jax.train import fit
 
 __all__ = ["build_parser", "load_observation", "main"]
@@ -81,10 +81,10 @@ def _add_training_options(parser) -> None:
     group = parser.add_argument_group("training")
     group.add_argument("--max-epochs", type=_positive_int, default=300, metavar="E",
                        help="upper bound on training epochs (default: %(default)s)")
-    group.add_argument("--patience", type=_positive_int, default=20, metavar="P",
+    group.add_argument("--patience", type=_positive_int, default=50, metavar="P",
                        help="stop after this many epochs without a lower validation loss (default: %(default)s)")
-    group.add_argument("--batch-size", type=_positive_int, default=256, metavar="B",
-                       help="simulations per minibatch (default: %(default)s)")
+    group.add_argument("--batch-size", type=_positive_int, default=None, metavar="B",
+                       help="simulations per minibatch (default: n_train // 16 clipped to [64, 512])")
     group.add_argument("--hidden", type=_widths, default=(128, 128, 128), metavar="W1,W2,...",
                        help="widths of the network's hidden layers (default: 128,128,128)")
 
@@ -105,8 +105,8 @@ def _add_sampling_options(parser) -> None:
                        help="independent MCMC chains (default: %(default)s)")
     group.add_argument("--num-warmup", type=_non_negative_int, default=500, metavar="W",
                        help="adaptation steps per chain, discarded (default: %(default)s)")
-    group.add_argument("--thin", type=_positive_int, default=1, metavar="K",
-                       help="keep every K-th MCMC step after warm-up (default: %(default)s)")
+    group.add_argument("--thin", type=_positive_int, default=None, metavar="K",
+                       help="keep every K-th MCMC step after warm-up (default: 10 for rwmh, 1 for hmc and nuts)")
 
 
 def _add_common_options(parser) -> None:
@@ -337,6 +337,11 @@ def _sample_and_write(args, task, estimator, x_obs, is_default, timings, extra: 
         plotting.save_figure(fig, os.path.join(args.output, "corner.png"))
     timings["total"] = time.perf_counter() - start
 
+    # mode-aware health: chains never jump between separated modes, so across-chain R-hat alone misleads
+    report = diagnostics.mcmc_report(post, labels=list(task.parameter_labels))
+    health = _report_record(report)
+    for problem in report.warnings:
+        _say(args, f"warning: {problem}")
     mean, std = post.samples.mean(0), post.samples.std(0)
     summary = {
         "task": task.name,
@@ -346,17 +351,13 @@ def _sample_and_write(args, task, estimator, x_obs, is_default, timings, extra: 
         "observation": args.observation or "default",
         "iid": bool(args.iid),
         "sampler": {"num_samples": args.num_samples, "num_chains": args.num_chains,
-                    "num_warmup": args.num_warmup, "thin": args.thin},
+                    "num_warmup": args.num_warmup,
+                    "thin": args.thin if args.thin is not None else DEFAULT_THIN[args.method]},
         "timings": {name: round(seconds, 3) for name, seconds in timings.items()},
         "posterior": {
             label: {"mean": _json_number(m), "std": _json_number(s)} for label, m, s in zip(labels, mean, std)
         },
-        "diagnostics": {
-            "mean_acceptance": _json_number(post.acceptance_rate.mean()),
-            "max_rhat": _json_number(np.nanmax(post.rhat)) if np.isfinite(post.rhat).any() else None,
-            "min_ess": _json_number(np.nanmin(post.ess)) if np.isfinite(post.ess).any() else None,
-            "num_divergent": int(post.num_divergent.sum()),
-        },
+        "diagnostics": health,
         "reference_posterior": reference is not None,
         "versions": {"aalr_jax": aalr_jax.__version__, "jax": jax.__version__},
         "device": jax.devices()[0].platform,

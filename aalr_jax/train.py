@@ -116,10 +116,10 @@ def fit(
     embedding: str = "flatten",
     embedding_features: int = 64,
     optimizer: optax.GradientTransformation | None = None,
-    learning_rate: float = 1e-3,
-    batch_size: int = 256,
+    learning_rate: float | None = None,
+    batch_size: int | None = None,
     max_epochs: int = 300,
-    patience: int = 20,
+    patience: int = 50,
     validation_fraction: float = 0.1,
     validation_bank: SimulationBank | None = None,
     balance: float = 0.0,
@@ -132,10 +132,14 @@ def fit(
         bank: ``SimulationBank(theta (n, d), x (n, *x_shape))``.
         hidden_features, activation, embedding, embedding_features: the network (see
             :class:`aalr_jax.nn.NetworkConfig`; e.g. ``embedding="cnn"`` for images).
-        optimizer: any ``optax.GradientTransformation``; default ``optax.adamw(learning_rate,
-            weight_decay=0)`` (weight decay over-broadens posteriors, Hermans et al. 2020).
-        learning_rate: used by the default optimizer only.
-        batch_size: pairs per minibatch (each yields ``batch_size`` dependent and independent pairs).
+        optimizer: any ``optax.GradientTransformation``; default AdamW without weight decay
+            (weight decay over-broadens posteriors, Hermans et al. 2020) whose learning rate
+            decays along a cosine from ``learning_rate`` to 1 % of it over ``max_epochs``.
+        learning_rate: peak rate of the default optimizer; default 2e-3 for batches of 512, else 1e-3.
+        batch_size: pairs per minibatch (each yields ``batch_size`` dependent and independent pairs);
+            default ``clip(n_train // 16, 64, 512)``, so small banks still get 16 steps per epoch.
+            These defaults were chosen by ``benchmarks/tune_defaults.py`` on fresh two_moons
+            observations (C2ST against the exact posterior), never on benchmark observations.
         max_epochs: upper bound on epochs.
         patience: stop after this many epochs without a lower validation loss.
         validation_fraction: share of ``bank`` held out when ``validation_bank`` is not given.
@@ -155,7 +159,9 @@ def fit(
         )
     if not (bool(jnp.isfinite(theta).all()) and bool(jnp.isfinite(x).all())):
         raise ValueError("bank contains non-finite values; simulate(..., on_invalid='drop') removes them")
-    for name, value in (("batch_size", batch_size), ("max_epochs", max_epochs), ("patience", patience)):
+    for name, value in (("max_epochs", max_epochs), ("patience", patience)) + (
+        (("batch_size", batch_size),) if batch_size is not None else ()
+    ):
         if int(value) != value or value < 1:
             raise ValueError(f"{name} must be a positive integer, got {value}")
     if balance < 0:
@@ -169,6 +175,10 @@ def fit(
         train, val = bank, SimulationBank(*validation_bank)
         if val.theta.shape[1:] != theta.shape[1:] or val.x.shape[1:] != x.shape[1:]:
             raise ValueError("validation_bank must have the same theta and x shapes as bank")
+    if batch_size is None:
+        batch_size = int(np.clip(train.num_simulations // 16, 64, 512))
+    if learning_rate is None:
+        learning_rate = 2e-3 if batch_size >= 512 else 1e-3
     if train.num_simulations < batch_size:
         raise ValueError(
             f"batch_size={batch_size} is larger than the {train.num_simulations} training simulations; "
@@ -187,7 +197,9 @@ def fit(
     )
     estimator = init_estimator(key_init, config, standardization_from(train.theta, train.x))
     if optimizer is None:
-        optimizer = optax.adamw(learning_rate, weight_decay=0.0)
+        steps = max_epochs * (train.num_simulations // batch_size)
+        schedule = optax.cosine_decay_schedule(learning_rate, steps, alpha=0.01)
+        optimizer = optax.adamw(schedule, weight_decay=0.0)
     state = TrainState(estimator, optimizer.init(estimator.params))
     epoch = build_epoch(optimizer, batch_size, balance)
 

@@ -1,0 +1,88 @@
+"""Choose training defaults on our own references, never on sbibm's observations.
+
+For each candidate setting of ``fit`` and each budget, train on a fresh bank and score the
+posterior of fresh observations drawn from the joint (seeds disjoint from every benchmark) by
+C2ST against an exact reference: two_moons (exact sampler) and gaussian_linear (analytic).
+Also reports the best validation loss, the other selection criterion.
+
+    python benchmarks/tune_defaults.py --budgets 1000,10000 --observations 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+
+import jax
+import numpy as np
+import optax
+
+from aalr_jax import fit, sample_posterior, simulate, tasks
+from aalr_jax.diagnostics import c2st
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def candidates(budget: int) -> dict:
+    """Named ``fit`` keyword sets; optimizers that need the step count get it from the budget."""
+    steps = lambda batch: max(1, int(0.9 * budget) // batch)
+    cosine = lambda batch, epochs, lr=1e-3: optax.adamw(
+        optax.cosine_decay_schedule(lr, epochs * steps(batch), alpha=0.01), weight_decay=0.0)
+    return {
+        "current (3x128, b256, lr1e-3)": dict(),
+        "b128": dict(batch_size=128),
+        "b512 lr2e-3": dict(batch_size=512, learning_rate=2e-3),
+        "3x256": dict(hidden_features=(256, 256, 256)),
+        "cosine 300ep b256": dict(optimizer=cosine(256, 300), patience=300),
+        "patience 50": dict(patience=50),
+        "cosine 300ep b256 patience 50": dict(optimizer=cosine(256, 300), patience=50),
+        "cosine 300ep b512 lr2e-3 patience 50": dict(batch_size=512, optimizer=cosine(512, 300, 2e-3), patience=50),
+        "cosine 300ep b64 lr1e-3 patience 50": dict(batch_size=64, optimizer=cosine(64, 300), patience=50),
+    }
+
+
+def score(task, estimator, key, num_obs, num_samples, reference_fn):
+    theta = task.prior.sample(jax.random.fold_in(key, 0), (num_obs,))
+    keys = jax.random.split(jax.random.fold_in(key, 1), num_obs)
+    xs = jax.vmap(task.simulator)(keys, theta)
+    post = sample_posterior(jax.random.fold_in(key, 2), estimator, task.prior, xs, num_samples=num_samples)
+    return [c2st(np.asarray(reference_fn(jax.random.fold_in(key, 10 + i), xs[i], num_samples)),
+                 np.asarray(post.samples[i])) for i in range(num_obs)]
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--tasks", default="two_moons,gaussian_linear")
+    parser.add_argument("--budgets", default="1000,10000")
+    parser.add_argument("--observations", type=int, default=3)
+    parser.add_argument("--num-samples", type=int, default=5000)
+    parser.add_argument("--configs", default="", help="comma-separated subset of candidate names")
+    parser.add_argument("--output", default=os.path.join(HERE, "results", "tune_defaults.json"))
+    args = parser.parse_args(argv)
+    rows = []
+    for name in args.tasks.split(","):
+        task = tasks.get(name)
+        for budget in map(int, args.budgets.split(",")):
+            bank = simulate(jax.random.PRNGKey(1000 + budget), task, budget, progress=False)
+            for label, kwargs in candidates(budget).items():
+                if args.configs and label not in args.configs.split(","):
+                    continue
+                start = time.perf_counter()
+                estimator, history = fit(jax.random.PRNGKey(7), bank, progress=False, **kwargs)
+                seconds = time.perf_counter() - start
+                scores = score(task, estimator, jax.random.PRNGKey(2000 + budget), args.observations,
+                               args.num_samples, task.reference_posterior)
+                row = dict(task=name, budget=budget, config=label, c2st=float(np.mean(scores)), c2st_all=scores,
+                           best_val=float(history.validation_loss.min()), epochs=len(history.train_loss),
+                           train_seconds=seconds)
+                rows.append(row)
+                print(f"{name:16s} {budget:6d} {label:32s} C2ST {row['c2st']:.3f}  val {row['best_val']:.4f}  "
+                      f"epochs {row['epochs']:4d}  {seconds:5.0f}s", flush=True)
+                with open(args.output, "w") as f:
+                    json.dump(dict(device=jax.devices()[0].device_kind, rows=rows), f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
