@@ -1,0 +1,68 @@
+"""sbi's NRE_A on a given bank, with sbi's defaults: train, then sample one observation by MCMC.
+
+Runs under a Python that has sbi and PyTorch (never aalr_jax's environment, never CI); called by
+``compare_sbi.py``, which hands it the same bank and observation and reads the JSON it writes.
+
+    python sbi_nre_a.py --bank bank.npz --output sbi.json --samples sbi_samples.npz
+"""
+
+import argparse
+import json
+import time
+
+import numpy as np
+import torch
+
+
+def chain_ess(chains: np.ndarray) -> float:
+    """Σ over chains of each chain's bulk ESS (arviz), min over dimensions; ``chains: (C, S, d)``."""
+    import arviz
+
+    per_chain = [np.asarray(arviz.ess(c[None], method="bulk")) for c in chains]
+    return float(np.sum(per_chain, axis=0).min())
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--bank", required=True, help=".npz with theta (n, d), x (n, m), x_obs (m,), low, high")
+    parser.add_argument("--num-samples", type=int, default=10_000)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--output", required=True)
+    parser.add_argument("--samples", help="where to write the posterior samples (.npz)")
+    args = parser.parse_args()
+
+    import sbi
+    from sbi.inference import NRE_A
+    from sbi.utils import BoxUniform
+
+    torch.manual_seed(args.seed)
+    data = np.load(args.bank)
+    prior = BoxUniform(torch.as_tensor(data["low"]), torch.as_tensor(data["high"]))
+    theta, x = torch.as_tensor(data["theta"]), torch.as_tensor(data["x"])
+    inference = NRE_A(prior=prior)
+    start = time.perf_counter()
+    estimator = inference.append_simulations(theta, x).train()
+    train_s = time.perf_counter() - start
+    posterior = inference.build_posterior(estimator)
+    x_obs = torch.as_tensor(data["x_obs"])[None]
+    start = time.perf_counter()
+    samples = posterior.sample((args.num_samples,), x=x_obs, show_progress_bars=False)
+    sample_s = time.perf_counter() - start
+    chains = np.asarray(posterior.get_arviz_inference_data().posterior["theta"])  # (C, S, d)
+    result = dict(
+        sbi=sbi.__version__, torch=torch.__version__, threads=torch.get_num_threads(),
+        epochs=len(inference.summary["training_loss"]), train_seconds=train_s,
+        sample_seconds=sample_s, num_samples=args.num_samples,
+        samples_per_s=args.num_samples / sample_s, num_chains=int(chains.shape[0]),
+        ess=chain_ess(chains), ess_per_s=chain_ess(chains) / sample_s,
+        mcmc_method=posterior.method if hasattr(posterior, "method") else "slice_np_vectorized",
+    )
+    with open(args.output, "w") as f:
+        json.dump(result, f, indent=1)
+    if args.samples:
+        np.savez(args.samples, samples=samples.numpy())
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

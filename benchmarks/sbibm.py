@@ -1,0 +1,151 @@
+"""The sbibm accuracy table for AALR: C2ST against sbibm's reference posteriors.
+
+For each task and simulation budget: simulate a bank, train one estimator with the package
+defaults, sample all chosen sbibm observations in ONE batched ``sample_posterior`` call
+(10,000 samples each), and score each with sbibm's C2ST against sbibm's reference samples.
+Printed and written next to the published NRE (sbibm's contrastive NRE-B) and NPE numbers from
+``../shared/sbibm_results/main_paper.csv`` (Lueckmann et al. 2021, MIT), with wall-clock seconds
+per phase.
+
+sbibm's observations and reference samples come from its wheel, downloaded at benchmark time
+(``pip download sbibm==1.1.0 --no-deps``) into a cache folder; aalr_jax never depends on sbibm.
+
+    python benchmarks/sbibm.py --tasks two_moons,slcp --budgets 1000,10000 --observations 1-10
+"""
+
+from __future__ import annotations
+
+import argparse
+import bz2
+import csv
+import glob
+import io
+import json
+import os
+import subprocess
+import sys
+import time
+import zipfile
+
+import jax
+import numpy as np
+
+import aalr_jax
+from aalr_jax import fit, sample_posterior, simulate, tasks
+from aalr_jax.diagnostics import c2st
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+SHARED = os.path.join(HERE, "..", "..", "shared", "sbibm_results", "main_paper.csv")
+SBIBM_TASKS = ["two_moons", "gaussian_linear", "gaussian_linear_uniform", "gaussian_mixture", "slcp",
+               "slcp_distractors", "bernoulli_glm", "bernoulli_glm_raw", "sir", "lotka_volterra"]
+BUDGET_LABEL = {1000: "10³", 10_000: "10⁴", 100_000: "10⁵"}
+
+
+def sbibm_wheel(cache: str) -> str:
+    """Path of the sbibm 1.1.0 wheel, downloaded once into ``cache``."""
+    found = glob.glob(os.path.join(cache, "sbibm-1.1.0-*.whl"))
+    if not found:
+        os.makedirs(cache, exist_ok=True)
+        subprocess.run([sys.executable, "-m", "pip", "download", "sbibm==1.1.0", "--no-deps", "-q",
+                        "-d", cache], check=True)
+        found = glob.glob(os.path.join(cache, "sbibm-1.1.0-*.whl"))
+    return found[0]
+
+
+def read_csv(wheel: zipfile.ZipFile, name: str) -> np.ndarray:
+    """A numeric CSV with a header row (optionally .bz2) from the wheel."""
+    raw = wheel.read(name)
+    if name.endswith(".bz2"):
+        raw = bz2.decompress(raw)
+    return np.loadtxt(io.StringIO(raw.decode()), delimiter=",", skiprows=1, ndmin=2).astype(np.float32)
+
+
+def sbibm_observation(wheel, task: str, i: int):
+    base = f"sbibm/tasks/{task}/files/num_observation_{i}/"
+    return read_csv(wheel, base + "observation.csv")[0], read_csv(wheel, base + "reference_posterior_samples.csv.bz2")
+
+
+def published(task: str, budget: int) -> dict:
+    """Mean and spread of published C2ST per algorithm for this task and budget."""
+    if not os.path.exists(SHARED):
+        return {}
+    values = {}
+    with open(SHARED) as f:
+        for row in csv.DictReader(f):
+            if row["task"] == task and row["num_simulations"] == BUDGET_LABEL.get(budget) and row["C2ST"]:
+                values.setdefault(row["algorithm"], []).append(float(row["C2ST"]))
+    return {alg: dict(mean=float(np.mean(v)), std=float(np.std(v)), n=len(v)) for alg, v in values.items()
+            if alg in ("NRE", "NPE", "SNRE", "SNPE", "NLE", "SNLE", "REJ-ABC")}
+
+
+def run_one(task_name: str, budget: int, observations, wheel, args) -> dict:
+    task = tasks.get(task_name)
+    key = jax.random.PRNGKey(args.seed)
+    times = {}
+    start = time.perf_counter()
+    bank = simulate(jax.random.fold_in(key, 0), task, budget, progress=False,
+                    on_invalid="drop" if task_name in ("sir", "lotka_volterra") else "raise")
+    times["simulate"] = time.perf_counter() - start
+    start = time.perf_counter()
+    estimator, history = fit(jax.random.fold_in(key, 1), bank, progress=not args.quiet)
+    times["train"] = time.perf_counter() - start
+    data = [sbibm_observation(wheel, task_name, i) for i in observations]
+    x_obs = np.stack([d[0].reshape(task.x_shape) for d in data])
+    start = time.perf_counter()
+    post = sample_posterior(jax.random.fold_in(key, 2), estimator, task.prior, x_obs,
+                            method=args.method, num_samples=args.num_samples)
+    post.samples.block_until_ready()
+    times["sample"] = time.perf_counter() - start
+    start = time.perf_counter()
+    scores = [c2st(ref[: args.num_samples], np.asarray(post.samples[j]), seed=1) for j, (_, ref) in enumerate(data)]
+    times["c2st"] = time.perf_counter() - start
+    return dict(task=task_name, num_simulations=budget, observations=list(observations),
+                c2st=scores, c2st_mean=float(np.mean(scores)), c2st_std=float(np.std(scores)),
+                epochs=len(history.train_loss), best_epoch=history.best_epoch,
+                acceptance=float(np.mean(post.acceptance_rate)), seconds=times,
+                published=published(task_name, budget))
+
+
+def parse_range(text: str):
+    if "-" in text:
+        a, b = text.split("-")
+        return list(range(int(a), int(b) + 1))
+    return [int(v) for v in text.split(",")]
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--tasks", default=",".join(SBIBM_TASKS))
+    parser.add_argument("--budgets", default="1000,10000,100000")
+    parser.add_argument("--observations", default="1-10", help="e.g. 1-10 or 1,2,3")
+    parser.add_argument("--num-samples", type=int, default=10_000)
+    parser.add_argument("--method", default="rwmh")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--cache", default=os.path.join(os.path.expanduser("~"), ".cache", "aalr_jax_sbibm"))
+    parser.add_argument("--output", default=os.path.join(HERE, "results", "sbibm.json"))
+    parser.add_argument("--quiet", action="store_true")
+    args = parser.parse_args(argv)
+
+    wheel = zipfile.ZipFile(sbibm_wheel(args.cache))
+    results = []
+    if os.path.exists(args.output):  # extend an earlier run: rows are keyed by (task, budget)
+        with open(args.output) as f:
+            results = json.load(f).get("rows", [])
+    for name in args.tasks.split(","):
+        for budget in [int(b) for b in args.budgets.split(",")]:
+            row = run_one(name, budget, parse_range(args.observations), wheel, args)
+            results = [r for r in results if (r["task"], r["num_simulations"]) != (name, budget)] + [row]
+            pub = row["published"]
+            ref = "  ".join(f"{alg} {v['mean']:.3f}" for alg, v in sorted(pub.items()) if alg in ("NRE", "NPE"))
+            print(f"{name:24s} {budget:7d}  AALR {row['c2st_mean']:.3f} ± {row['c2st_std']:.3f}   {ref}   "
+                  + " ".join(f"{k} {v:.0f}s" for k, v in row["seconds"].items()), flush=True)
+            meta = dict(device=jax.devices()[0].device_kind, cpu_count=os.cpu_count(), jax=jax.__version__,
+                        aalr_jax=aalr_jax.__version__, method=args.method, seed=args.seed,
+                        num_samples=args.num_samples)
+            os.makedirs(os.path.dirname(args.output), exist_ok=True)
+            with open(args.output, "w") as f:
+                json.dump(dict(meta=meta, rows=results), f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
