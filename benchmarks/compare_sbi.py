@@ -84,7 +84,10 @@ def main(argv=None):
                             "--output", out, "--samples", samples_path], check=True)
             with open(out) as f:
                 theirs = json.load(f)
-            theirs["c2st"] = c2st_or_none(reference, np.load(samples_path)["samples"])
+            drawn = np.load(samples_path)
+            theirs["c2st"] = c2st_or_none(reference, drawn["samples"])
+            theirs["ess"] = within_chain_ess(drawn["chains"])
+            theirs["ess_per_s"] = theirs["ess"] / theirs["sample_seconds"]
         result["sbi_nre_a"] = theirs
         result["ratios"] = {
             "train_speedup": theirs["train_seconds"] / ours["train_seconds"],

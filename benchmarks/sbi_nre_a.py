@@ -1,5 +1,8 @@
 """sbi's NRE_A on a given bank, with sbi's defaults: train, then sample one observation by MCMC.
 
+Writes timings as JSON and the samples and per-chain draws as .npz; the caller computes ESS with
+the same estimator it uses for aalr_jax, so the two are compared like for like.
+
 Runs under a Python that has sbi and PyTorch (never aalr_jax's environment, never CI); called by
 ``compare_sbi.py``, which hands it the same bank and observation and reads the JSON it writes.
 
@@ -12,14 +15,6 @@ import time
 
 import numpy as np
 import torch
-
-
-def chain_ess(chains: np.ndarray) -> float:
-    """Σ over chains of each chain's bulk ESS (arviz), min over dimensions; ``chains: (C, S, d)``."""
-    import arviz
-
-    per_chain = [np.asarray(arviz.ess(c[None], method="bulk")) for c in chains]
-    return float(np.sum(per_chain, axis=0).min())
 
 
 def main():
@@ -48,19 +43,20 @@ def main():
     start = time.perf_counter()
     samples = posterior.sample((args.num_samples,), x=x_obs, show_progress_bars=False)
     sample_s = time.perf_counter() - start
-    chains = np.asarray(posterior.get_arviz_inference_data().posterior["theta"])  # (C, S, d)
+    # the slice sampler keeps every chain (C, warm-up + draws, d); sbi drops its first warmup_steps
+    chains = np.asarray(posterior.posterior_sampler.get_samples(group_by_chain=True))
+    chains = chains[:, posterior.warmup_steps :]
     result = dict(
         sbi=sbi.__version__, torch=torch.__version__, threads=torch.get_num_threads(),
         epochs=len(inference.summary["training_loss"]), train_seconds=train_s,
         sample_seconds=sample_s, num_samples=args.num_samples,
         samples_per_s=args.num_samples / sample_s, num_chains=int(chains.shape[0]),
-        ess=chain_ess(chains), ess_per_s=chain_ess(chains) / sample_s,
         mcmc_method=posterior.method if hasattr(posterior, "method") else "slice_np_vectorized",
     )
     with open(args.output, "w") as f:
         json.dump(result, f, indent=1)
     if args.samples:
-        np.savez(args.samples, samples=samples.numpy())
+        np.savez(args.samples, samples=samples.numpy(), chains=chains)
     print(json.dumps(result))
 
 
