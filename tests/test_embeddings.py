@@ -117,7 +117,7 @@ def test_tiny_fit_reduces_loss(name):
     problem = (box_uniform(2.0, 9.0 * jnp.ones(2)), _blob_simulator)
     bank = simulate(jax.random.PRNGKey(0), problem, 2000, progress=False)
     result = fit(jax.random.PRNGKey(1), bank, embedding=name, embedding_features=16, hidden_features=(32, 32),
-                 batch_size=128, max_epochs=8, patience=8, progress=False)
+                 batch_size=128, learning_rate=3e-3, max_epochs=8, patience=8, progress=False)
     val = result.history.validation_loss
     assert result.estimator.config.embedding == name
     # 2 log 2 ≈ 1.386 is the loss of a classifier that knows nothing
