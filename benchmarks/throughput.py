@@ -78,7 +78,8 @@ def time_sampling(estimator, prior, x_obs, *, method, num_chains, num_warmup, nu
     return seconds, chains, float(np.mean(result.acceptance_rate))
 
 
-def run(args) -> dict:
+def run(args, save) -> dict:
+    """The sweep; ``save(result)`` is called after every row so an interrupted run keeps its rows."""
     task = tasks.get("two_moons")
     bank = simulate(jax.random.PRNGKey(0), task, args.num_simulations, progress=False)
     estimator, history = fit(jax.random.PRNGKey(1), bank, hidden_features=(128, 128, 128),
@@ -89,6 +90,14 @@ def run(args) -> dict:
           f"float32 matmul: {peak / 1e9:.1f} GFLOP/s, network: {flops_eval / 1e3:.1f} kFLOP/eval")
 
     rows = []
+    result = dict(
+        device=str(jax.devices()[0].device_kind), platform=jax.devices()[0].platform,
+        cpu_count=os.cpu_count(), python=platform.python_version(), jax=jax.__version__,
+        aalr_jax=aalr_jax.__version__, blackjax=blackjax.__version__,
+        matmul_gflops=peak / 1e9, network_kflops_per_eval=flops_eval / 1e3,
+        training_epochs=len(history.train_loss), warmup=args.warmup, draws_per_chain=args.draws,
+        hmc_mean_leapfrog=args.leapfrog, sampling=rows, training=None,
+    )
     x_o = task.default_observation
     for method in args.methods:
         # gradient ≈ 3 forward passes; HMC takes `leapfrog` gradients per step on average
@@ -109,6 +118,7 @@ def run(args) -> dict:
                            ess_per_s=within_chain_ess(chains) / seconds, acceptance=accept,
                            flop_fraction=rate * evals_per_step * flops_eval / peak)
                 rows.append(row)
+                save(result)
                 print(f"{method:5s} obs={num_obs:4d} chains={num_chains:6d}  {rate:12.0f} steps/s  "
                       f"{row['ess_per_s']:10.0f} ESS/s  acc={accept:.2f}  {100 * row['flop_fraction']:5.1f}% of FLOP bound")
 
@@ -134,14 +144,9 @@ def run(args) -> dict:
     print(f"training: {train_rate:.0f} examples/s (batch {args.batch_size}), "
           f"{100 * train['flop_fraction']:.1f}% of FLOP bound")
 
-    return dict(
-        device=str(jax.devices()[0].device_kind), platform=jax.devices()[0].platform,
-        cpu_count=os.cpu_count(), python=platform.python_version(), jax=jax.__version__,
-        aalr_jax=aalr_jax.__version__, blackjax=blackjax.__version__,
-        matmul_gflops=peak / 1e9, network_kflops_per_eval=flops_eval / 1e3,
-        training_epochs=len(history.train_loss), warmup=args.warmup, draws_per_chain=args.draws,
-        hmc_mean_leapfrog=args.leapfrog, sampling=rows, training=train,
-    )
+    result["training"] = train
+    save(result)
+    return result
 
 
 def main(argv=None):
@@ -160,10 +165,13 @@ def main(argv=None):
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--output", default=os.path.join(HERE, "results", "throughput.json"))
     args = parser.parse_args(argv)
-    result = run(args)
-    os.makedirs(os.path.dirname(args.output), exist_ok=True)
-    with open(args.output, "w") as f:
-        json.dump(result, f, indent=1)
+    os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
+
+    def save(result):
+        with open(args.output, "w") as f:
+            json.dump(result, f, indent=1)
+
+    run(args, save)
     print(f"wrote {args.output}")
 
 
