@@ -338,10 +338,16 @@ def _sample_and_write(args, task, estimator, x_obs, is_default, timings, extra: 
     timings["total"] = time.perf_counter() - start
 
     # mode-aware health: chains never jump between separated modes, so across-chain R-hat alone misleads
-    report = diagnostics.mcmc_report(post, labels=list(task.parameter_labels))
-    health = _report_record(report)
-    for problem in report.warnings:
-        _say(args, f"warning: {problem}")
+    draws = post.chains.shape[-2]
+    health = None
+    if draws >= 4:
+        report = diagnostics.mcmc_report(post, labels=list(task.parameter_labels))
+        health = _report_record(report)
+        for problem in report.warnings:
+            _say(args, f"warning: {problem}")
+    else:
+        _say(args, f"warning: {draws} draw(s) per chain: no MCMC health report (it needs at least 4; "
+                   "use fewer chains or more samples)")
     mean, std = post.samples.mean(0), post.samples.std(0)
     summary = {
         "task": task.name,

@@ -100,8 +100,8 @@ class PosteriorSamples(NamedTuple):
         acceptance_rate: ``([k,] C)``.
         num_divergent: ``([k,] C)``.
         step_size: ``([k,] C)``.
-        rhat: ``([k,] d)`` split R-hat over all chains.
-        ess: ``([k,] d)`` bulk effective sample size over all chains.
+        rhat: ``([k,] d)`` split R-hat over all chains (NaN with fewer than 4 draws per chain).
+        ess: ``([k,] d)`` bulk effective sample size over all chains (NaN with one draw per chain).
     """
 
     samples: jax.Array
@@ -309,9 +309,9 @@ def _sample_one(rng_key, model, prior, x_obs, config: SamplerConfig, iid: bool):
     u0 = transform.inv(theta0)
     result = run_chains(key_run, logdensity, u0, config)
     chains = transform(result.positions)
-    half = chains.shape[1] // 2
-    rhat = _split_rhat(chains) if half >= 2 else jnp.full(chains.shape[-1:], jnp.nan)
-    ess = blackjax.diagnostics.effective_sample_size(chains, chain_axis=0, sample_axis=1)
+    nan = jnp.full(chains.shape[-1:], jnp.nan)  # too few draws per chain for the statistic
+    rhat = _split_rhat(chains) if chains.shape[1] >= 4 else nan
+    ess = blackjax.diagnostics.effective_sample_size(chains, chain_axis=0, sample_axis=1) if chains.shape[1] >= 2 else nan
     return chains, result.acceptance_rate, result.num_divergent, result.step_size, rhat, ess
 
 

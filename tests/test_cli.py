@@ -222,3 +222,14 @@ def test_console_entry_point(tmp_path):
     assert "simulating 500 two_moons simulations" in proc.stderr  # progress lines without --quiet
     for name in OUTPUTS:
         assert (out / name).exists(), name
+
+
+def test_one_draw_per_chain_skips_the_health_report(trained, tmp_path, capsys):
+    argv = ["sample", "--estimator", trained, "--num-samples", "8", "--num-chains", "8", "--num-warmup", "20",
+            "--output", tmp_path]
+    _, err = _run_ok(argv, capsys)
+    assert "1 draw(s) per chain: no MCMC health report" in err
+    summary = _summary(tmp_path)
+    assert summary["diagnostics"] is None and summary["sampler"]["num_chains"] == 8
+    with np.load(tmp_path / "samples.npz") as f:
+        assert f["samples"].shape == (8, 2) and np.all(np.isnan(f["ess"]))

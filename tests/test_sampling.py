@@ -173,3 +173,17 @@ def test_estimator_and_prior_dimensions_must_agree():
                          standardization_from(jnp.ones((4, 2)), jnp.ones((4, 2))))
     with pytest.raises(ValueError, match=r"theta of dimension 2 but the prior has event_shape \(3,\)"):
         sample_posterior(jax.random.PRNGKey(0), est, dist.Normal(jnp.zeros(3), 1.0).to_event(1), jnp.zeros(2))
+
+
+def test_one_draw_per_chain_is_a_posterior_sample():
+    """num_samples == num_chains: each chain contributes its state after warm-up. There is no
+    within-chain statistic (R-hat and ESS are NaN), but the draws are still the posterior's."""
+    x = jnp.array([0.8, -0.3])
+    r = sample_posterior(jax.random.PRNGKey(3), MODEL, PRIOR, x, method="rwmh",
+                         num_samples=3000, num_chains=3000, num_warmup=300)
+    assert r.chains.shape == (3000, 1, 2) and r.samples.shape == (3000, 2)
+    assert np.all(np.isnan(np.asarray(r.ess))) and np.all(np.isnan(np.asarray(r.rhat)))
+    mean, std = gaussian_posterior(x)
+    samples = np.asarray(r.samples)  # independent chains: standard error std / sqrt(3000)
+    np.testing.assert_array_less(np.abs(samples.mean(0) - mean), 4 * std / np.sqrt(3000))
+    np.testing.assert_allclose(samples.std(0), std, rtol=0.08)
