@@ -2,7 +2,10 @@
 
 Both train with their defaults on one two_moons bank (same θ, x), then draw ``--num-samples``
 posterior samples of one observation with their default MCMC (aalr_jax: RWMH, 100 chains; sbi:
-vectorised slice sampling, 20 chains). Reported: training seconds, sampling seconds, raw draws/s,
+vectorised slice sampling, 20 chains). sbi runs twice: with its default classifier (a residual
+net of width 50) and with a network of our size (3×128 SELU MLP, ``--network same``), the pair
+the speed target names. Ours also runs with ``--many-chains`` chains (20 draws each), the width at
+which a vectorised sampler pays off. Reported: training seconds, sampling seconds, raw draws/s,
 effective samples/s (each chain's own bulk ESS, summed over chains, min over θ dimensions), and
 C2ST of each against two_moons' exact reference posterior (sbibm's protocol), with the ratios.
 
@@ -42,12 +45,35 @@ def c2st_or_none(reference, samples, seed=1):
     return float(c2st(np.asarray(reference), np.asarray(samples), seed=seed))
 
 
+def run_sbi(args, bank, x_obs, reference, network: str) -> dict:
+    """sbi's NRE_A in its own Python on the same bank and observation (``sbi_nre_a.py``)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        bank_path = os.path.join(tmp, "bank.npz")
+        np.savez(bank_path, theta=np.asarray(bank.theta), x=np.asarray(bank.x), x_obs=np.asarray(x_obs),
+                 low=-np.ones(2, np.float32), high=np.ones(2, np.float32))
+        out, samples_path = os.path.join(tmp, "sbi.json"), os.path.join(tmp, "sbi_samples.npz")
+        subprocess.run([args.sbi_python, os.path.join(HERE, "sbi_nre_a.py"), "--bank", bank_path,
+                        "--num-samples", str(args.num_samples), "--seed", str(args.seed), "--network", network,
+                        "--output", out, "--samples", samples_path], check=True)
+        with open(out) as f:
+            theirs = json.load(f)
+        drawn = np.load(samples_path)
+        theirs["c2st"] = c2st_or_none(reference, drawn["samples"])
+        theirs["ess"] = within_chain_ess(drawn["chains"])
+    theirs["ess_per_s"] = theirs["ess"] / theirs["sample_seconds"]
+    return theirs
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--num-simulations", type=int, default=10_000)
     parser.add_argument("--num-samples", type=int, default=10_000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--sbi-python", help="a Python with sbi installed (optional)")
+    parser.add_argument("--sbi-networks", type=lambda v: v.split(","), default=["default", "same"],
+                        help="sbi's default classifier and/or 'same': our 3x128 SELU MLP inside sbi")
+    parser.add_argument("--many-chains", type=int, default=10_000,
+                        help="also time our sampler with this many chains (0: skip)")
     parser.add_argument("--output", default=os.path.join(HERE, "results", "compare_sbi.json"))
     args = parser.parse_args(argv)
 
@@ -60,40 +86,36 @@ def main(argv=None):
     start = time.perf_counter()
     estimator, history = fit(jax.random.fold_in(key, 1), bank, progress=False)
     ours_train = time.perf_counter() - start
-    sample_posterior(jax.random.fold_in(key, 9), estimator, task.prior, x_obs, num_samples=args.num_samples)  # compile
-    start = time.perf_counter()
-    post = sample_posterior(jax.random.fold_in(key, 2), estimator, task.prior, x_obs, num_samples=args.num_samples)
-    post.samples.block_until_ready()
-    ours_sample = time.perf_counter() - start
-    ess = within_chain_ess(np.asarray(post.chains))
-    ours = dict(train_seconds=ours_train, epochs=len(history.train_loss), sample_seconds=ours_sample,
-                samples_per_s=args.num_samples / ours_sample, ess=ess, ess_per_s=ess / ours_sample,
-                num_chains=int(post.chains.shape[0]), c2st=c2st_or_none(reference, post.samples))
+
+    def ours(num_chains: int, num_samples: int) -> dict:
+        """One compiled sample_posterior call, timed on its second run."""
+        kwargs = dict(num_samples=num_samples, num_chains=num_chains)
+        sample_posterior(jax.random.fold_in(key, 9), estimator, task.prior, x_obs, **kwargs)  # compile
+        start = time.perf_counter()
+        post = sample_posterior(jax.random.fold_in(key, 2), estimator, task.prior, x_obs, **kwargs)
+        post.samples.block_until_ready()
+        seconds = time.perf_counter() - start
+        ess = within_chain_ess(np.asarray(post.chains))
+        return dict(num_chains=num_chains, num_samples=num_samples, sample_seconds=seconds,
+                    samples_per_s=num_samples / seconds, ess=ess, ess_per_s=ess / seconds,
+                    c2st=c2st_or_none(reference, post.samples[: args.num_samples]))
+
+    runs = {"default": ours(100, args.num_samples)}
+    if args.many_chains:  # the same sampler at accelerator-style width: many chains, 20 draws each
+        runs["many_chains"] = ours(args.many_chains, 20 * args.many_chains)
     result = dict(task="two_moons", num_simulations=args.num_simulations, num_samples=args.num_samples,
                   seed=args.seed, device=jax.devices()[0].device_kind, cpu_count=os.cpu_count(),
-                  jax=jax.__version__, aalr_jax=aalr_jax.__version__, aalr_jax_run=ours)
+                  jax=jax.__version__, aalr_jax=aalr_jax.__version__,
+                  aalr_jax_run=dict(train_seconds=ours_train, epochs=len(history.train_loss), sampling=runs))
 
     if args.sbi_python:
-        with tempfile.TemporaryDirectory() as tmp:
-            bank_path = os.path.join(tmp, "bank.npz")
-            np.savez(bank_path, theta=np.asarray(bank.theta), x=np.asarray(bank.x), x_obs=np.asarray(x_obs),
-                     low=-np.ones(2, np.float32), high=np.ones(2, np.float32))
-            out, samples_path = os.path.join(tmp, "sbi.json"), os.path.join(tmp, "sbi_samples.npz")
-            subprocess.run([args.sbi_python, os.path.join(HERE, "sbi_nre_a.py"), "--bank", bank_path,
-                            "--num-samples", str(args.num_samples), "--seed", str(args.seed),
-                            "--output", out, "--samples", samples_path], check=True)
-            with open(out) as f:
-                theirs = json.load(f)
-            drawn = np.load(samples_path)
-            theirs["c2st"] = c2st_or_none(reference, drawn["samples"])
-            theirs["ess"] = within_chain_ess(drawn["chains"])
-            theirs["ess_per_s"] = theirs["ess"] / theirs["sample_seconds"]
-        result["sbi_nre_a"] = theirs
+        result["sbi_nre_a"] = {network: run_sbi(args, bank, x_obs, reference, network) for network in args.sbi_networks}
         result["ratios"] = {
-            "train_speedup": theirs["train_seconds"] / ours["train_seconds"],
-            "draws_per_s_speedup": ours["samples_per_s"] / theirs["samples_per_s"],
-            "ess_per_s_speedup": ours["ess_per_s"] / theirs["ess_per_s"],
-        }
+            f"ours_{mine}_vs_sbi_{network}": dict(
+                train_speedup=theirs["train_seconds"] / ours_train,
+                draws_per_s_speedup=runs[mine]["samples_per_s"] / theirs["samples_per_s"],
+                ess_per_s_speedup=runs[mine]["ess_per_s"] / theirs["ess_per_s"])
+            for network, theirs in result["sbi_nre_a"].items() for mine in runs}
 
     print(json.dumps(result, indent=1))
     os.makedirs(os.path.dirname(args.output), exist_ok=True)

@@ -17,6 +17,21 @@ import numpy as np
 import torch
 
 
+def same_size_classifier(batch_theta, batch_x):
+    """aalr_jax's default network in sbi's clothes: z-scored inputs, 3 hidden SELU layers of 128."""
+    from torch import nn
+
+    from sbi.neural_nets.ratio_estimators import RatioEstimator
+    from sbi.utils.sbiutils import standardizing_net
+
+    width, inputs = 128, batch_theta.shape[1] + batch_x.shape[1]
+    net = nn.Sequential(nn.Linear(inputs, width), nn.SELU(), nn.Linear(width, width), nn.SELU(),
+                        nn.Linear(width, width), nn.SELU(), nn.Linear(width, 1))
+    return RatioEstimator(net=net, theta_shape=batch_theta[0].shape, x_shape=batch_x[0].shape,
+                          embedding_net_theta=standardizing_net(batch_theta),
+                          embedding_net_x=standardizing_net(batch_x))
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--bank", required=True, help=".npz with theta (n, d), x (n, m), x_obs (m,), low, high")
@@ -24,6 +39,8 @@ def main():
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--output", required=True)
     parser.add_argument("--samples", help="where to write the posterior samples (.npz)")
+    parser.add_argument("--network", choices=["default", "same"], default="default",
+                        help="sbi's default classifier (residual net, width 50) or aalr_jax's 3x128 SELU MLP")
     args = parser.parse_args()
 
     import sbi
@@ -34,7 +51,7 @@ def main():
     data = np.load(args.bank)
     prior = BoxUniform(torch.as_tensor(data["low"]), torch.as_tensor(data["high"]))
     theta, x = torch.as_tensor(data["theta"]), torch.as_tensor(data["x"])
-    inference = NRE_A(prior=prior)
+    inference = NRE_A(prior=prior, classifier=same_size_classifier if args.network == "same" else "resnet")
     start = time.perf_counter()
     estimator = inference.append_simulations(theta, x).train()
     train_s = time.perf_counter() - start
@@ -47,7 +64,7 @@ def main():
     chains = np.asarray(posterior.posterior_sampler.get_samples(group_by_chain=True))
     chains = chains[:, posterior.warmup_steps :]
     result = dict(
-        sbi=sbi.__version__, torch=torch.__version__, threads=torch.get_num_threads(),
+        sbi=sbi.__version__, network=args.network, torch=torch.__version__, threads=torch.get_num_threads(),
         epochs=len(inference.summary["training_loss"]), train_seconds=train_s,
         sample_seconds=sample_s, num_samples=args.num_samples,
         samples_per_s=args.num_samples / sample_s, num_chains=int(chains.shape[0]),
