@@ -48,7 +48,8 @@ import jax.numpy as jnp
 import numpy as np
 import numpyro.distributions as dist
 
-from aalr_jax.sampling import ExactLikelihood, sample_posterior
+from aalr_jax.sampling import ExactLikelihood
+from aalr_jax.tasks._common import check_theta, nuts_reference
 from aalr_jax.tasks.base import Task
 
 __all__ = [
@@ -107,20 +108,13 @@ def prior() -> dist.Distribution:
     return dist.MultivariateNormal(jnp.zeros(DIM), precision_matrix=jnp.asarray(prior_precision(), jnp.float32))
 
 
-def _check_theta(theta) -> jax.Array:
-    theta = jnp.asarray(theta, jnp.float32)
-    if theta.shape != (DIM,):
-        raise ValueError(f"bernoulli_glm: theta must have shape ({DIM},), got {theta.shape}")
-    return theta
-
-
 def _design() -> jax.Array:
     return jnp.asarray(constants()["design_matrix"], jnp.float32)
 
 
 def simulate_spikes(rng_key: jax.Array, theta: jax.Array) -> jax.Array:
     """One spike train ``y: (100,)`` of 0./1. for ``theta: (10,)``: ``y_t ~ Bernoulli(σ((Xθ)_t))``."""
-    psi = _design() @ _check_theta(theta)
+    psi = _design() @ check_theta(theta, DIM, "bernoulli_glm")
     return (jax.random.uniform(rng_key, psi.shape) < jax.nn.sigmoid(psi)).astype(jnp.float32)
 
 
@@ -136,34 +130,23 @@ def simulator(rng_key: jax.Array, theta: jax.Array) -> jax.Array:
 
 def log_likelihood(theta: jax.Array, x: jax.Array) -> jax.Array:
     """``θᵀx - Σ_t softplus((Xθ)_t)`` for ``theta: (10,)``, ``x = Xᵀy: (10,)``; a scalar."""
-    theta = _check_theta(theta)
+    theta = check_theta(theta, DIM, "bernoulli_glm")
     return jnp.dot(theta, jnp.asarray(x, jnp.float32)) - jnp.sum(jax.nn.softplus(_design() @ theta))
 
 
 _LIKELIHOOD = ExactLikelihood(log_likelihood, (DIM,))
 
 
-def reference_posterior(
-    rng_key: jax.Array,
-    x_obs,
-    num_samples: int,
-    *,
-    num_chains: int = 10,
-    num_warmup: int = 1000,
-    **sampler_kwargs,
-) -> jax.Array:
+def reference_posterior(rng_key: jax.Array, x_obs, num_samples: int, **kwargs) -> jax.Array:
     """Posterior samples ``(num_samples, 10)`` for ``x_obs = Xᵀy: (10,)`` by NUTS on the exact likelihood.
 
-    Extra keyword arguments go to :func:`aalr_jax.sampling.sample_posterior`.
+    Keyword arguments go to :func:`aalr_jax.tasks._common.nuts_reference` (``num_chains=10``,
+    ``num_warmup=1000``, then those of :func:`aalr_jax.sampling.sample_posterior`).
     """
     x_obs = jnp.asarray(x_obs, jnp.float32)
     if x_obs.shape != (DIM,):
         raise ValueError(f"bernoulli_glm: x_obs must have shape ({DIM},), got {x_obs.shape}")
-    out = sample_posterior(
-        rng_key, _LIKELIHOOD, _PRIOR(), x_obs, method="nuts", num_samples=num_samples,
-        num_chains=num_chains, num_warmup=num_warmup, **sampler_kwargs,
-    )  # fmt: skip
-    return out.samples
+    return nuts_reference(rng_key, _LIKELIHOOD, _PRIOR(), x_obs, num_samples, **kwargs)
 
 
 _PRIOR = functools.lru_cache(maxsize=None)(prior)  # one object: part of the sampler's compile key

@@ -53,6 +53,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from aalr_jax.priors import box_uniform
+from aalr_jax.tasks._common import iid_set
 from aalr_jax.tasks.base import Task
 
 __all__ = [
@@ -144,13 +145,7 @@ def observation_set(
 
     Deterministic in ``seed``; collision ``i`` uses ``fold_in(PRNGKey(seed), i)``.
     """
-    keys = jax.vmap(lambda i: jax.random.fold_in(jax.random.PRNGKey(seed), i))(jnp.arange(num_collisions))
-    return _simulate_many(keys, jnp.full((1,), offset, jnp.float32), Detector(bins=bins))
-
-
-@functools.partial(jax.jit, static_argnums=2)
-def _simulate_many(keys, theta, detector):
-    return jax.vmap(simulator, in_axes=(0, None, None))(keys, theta, detector)
+    return iid_set(simulator, jnp.full((1,), offset, jnp.float32), Detector(bins=bins), num_collisions, seed)
 
 
 def make(bins: int = 32) -> Task:

@@ -37,6 +37,7 @@ import numpy as np
 from jax.scipy.special import log_ndtr, ndtri
 
 from aalr_jax.priors import box_uniform
+from aalr_jax.tasks._common import check_theta
 from aalr_jax.tasks.base import Task
 
 __all__ = [
@@ -62,13 +63,6 @@ OBSERVATION = np.array(
      -0.09746933, 1.1292295, -0.05842293, -0.97055256, -0.9423423],
     dtype=np.float32,
 )  # fmt: skip
-
-
-def _check_theta(theta, dim: int) -> jax.Array:
-    theta = jnp.asarray(theta, jnp.float32)
-    if theta.shape != (dim,):
-        raise ValueError(f"gaussian_linear_uniform: theta must have shape ({dim},), got {theta.shape}")
-    return theta
 
 
 def _standard_interval(a, b):
@@ -147,10 +141,10 @@ def make(dim: int = 10) -> Task:
     sbibm = dim == 10
 
     def sim(rng_key, theta):
-        return simulator(rng_key, _check_theta(theta, dim))
+        return simulator(rng_key, check_theta(theta, dim, "gaussian_linear_uniform"))
 
     def loglik(theta, x):
-        return log_likelihood(_check_theta(theta, dim), x)
+        return log_likelihood(check_theta(theta, dim, "gaussian_linear_uniform"), x)
 
     return Task(
         name="gaussian_linear_uniform",

@@ -66,6 +66,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from aalr_jax.priors import box_uniform
+from aalr_jax.tasks._common import iid_set
 from aalr_jax.tasks.base import Task
 
 __all__ = [
@@ -234,14 +235,7 @@ def population_observation(
     Deterministic in ``seed``; lens ``i`` uses ``fold_in(PRNGKey(seed), i)``, so the first n
     lenses of a larger population are the population of n.
     """
-    keys = jax.vmap(lambda i: jax.random.fold_in(jax.random.PRNGKey(seed), i))(jnp.arange(num_lenses))
-    theta = jnp.full((1,), einstein_radius, jnp.float32)
-    return _simulate_many(keys, theta, Optics(size=size))
-
-
-@functools.partial(jax.jit, static_argnums=2)
-def _simulate_many(keys, theta, optics):
-    return jax.vmap(simulator, in_axes=(0, None, None))(keys, theta, optics)
+    return iid_set(simulator, jnp.full((1,), einstein_radius, jnp.float32), Optics(size=size), num_lenses, seed)
 
 
 def make(size: int = 32) -> Task:

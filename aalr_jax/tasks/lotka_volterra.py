@@ -44,13 +44,14 @@ from __future__ import annotations
 
 import math
 
-import diffrax
 import jax
 import jax.numpy as jnp
 import numpy as np
 import numpyro.distributions as dist
 
-from aalr_jax.sampling import ExactLikelihood, sample_posterior
+from aalr_jax.sampling import ExactLikelihood
+from aalr_jax.tasks._common import check_theta, nuts_reference
+from aalr_jax.tasks._ode import forward_mode_gradient, solve_at, solve_positive
 from aalr_jax.tasks.base import Task
 
 __all__ = ["make", "simulator", "log_likelihood", "populations", "reference_posterior"]
@@ -77,69 +78,24 @@ OBSERVATION = np.array(
 _PRIOR = dist.LogNormal(jnp.asarray(PRIOR_LOC), PRIOR_SCALE * jnp.ones(4)).to_event(1)
 
 
-def _check_theta(theta) -> jax.Array:
-    theta = jnp.asarray(theta, jnp.float32)
-    if theta.shape != (4,):
-        raise ValueError(f"lotka_volterra: theta must have shape (4,) = (alpha, beta, gamma, delta), got {theta.shape}")
-    return theta
-
-
 def _vector_field(t, log_uv, theta):
     alpha, beta, gamma, delta = theta[0], theta[1], theta[2], theta[3]
     u, v = jnp.exp(log_uv[0]), jnp.exp(log_uv[1])
     return jnp.stack([alpha - beta * v, -gamma + delta * u])
 
 
-def _forward_mode_gradient(f):
-    """``f: (d,) -> array`` with its reverse-mode derivative computed by ``d`` forward-mode JVPs.
-
-    For a handful of parameters, forward sensitivities through the solve (diffrax ``ForwardMode``)
-    are about 3x cheaper than reverse mode through diffrax's checkpointed loop, and compile faster.
-    """
-
-    @jax.custom_vjp
-    def wrapped(theta):
-        return f(theta)
-
-    def fwd(theta):
-        basis = jnp.eye(theta.shape[0], dtype=theta.dtype)
-        y, jac = jax.vmap(lambda v: jax.jvp(f, (theta,), (v,)), out_axes=(None, -1))(basis)
-        return y, jac
-
-    def bwd(jac, g):
-        return (jnp.tensordot(g, jac, axes=g.ndim),)
-
-    wrapped.defvjp(fwd, bwd)
-    return wrapped
-
-
-@_forward_mode_gradient
+@forward_mode_gradient
 def _solve(theta: jax.Array) -> jax.Array:
     """``(log u(t_k), log v(t_k))``, shape ``(10, 2)``, for positive ``theta: (4,)``; NaN if the solve fails."""
-    sol = diffrax.diffeqsolve(
-        diffrax.ODETerm(_vector_field),
-        diffrax.Tsit5(),
-        t0=0.0,
-        t1=float(TIMES[-1]),
-        dt0=None,
-        y0=jnp.log(jnp.asarray(U0, jnp.float32)),
-        args=theta,
-        saveat=diffrax.SaveAt(ts=jnp.asarray(TIMES, jnp.float32)),
-        stepsize_controller=diffrax.PIDController(rtol=RTOL, atol=ATOL),
-        max_steps=MAX_STEPS,
-        throw=False,
-        adjoint=diffrax.ForwardMode(),
-    )
-    return jnp.where(sol.result == diffrax.RESULTS.successful, sol.ys, jnp.nan)
+    y0 = jnp.log(jnp.asarray(U0, jnp.float32))
+    return solve_at(_vector_field, y0, theta, TIMES, rtol=RTOL, atol=ATOL, max_steps=MAX_STEPS)
 
 
 def _log_populations(theta: jax.Array):
     """``(log u(t_k), log v(t_k))``, shape ``(2, 10)``, and a success flag ``()`` (NaN if not)."""
-    theta = _check_theta(theta)
-    valid = jnp.all(theta > 0) & jnp.all(jnp.isfinite(theta))
-    log_uv = _solve(jnp.where(valid, theta, jnp.asarray(TRUE_THETA)))
-    ok = valid & jnp.all(jnp.isfinite(log_uv))
-    return jnp.where(ok, log_uv.T, jnp.nan), ok
+    theta = check_theta(theta, 4, "lotka_volterra", " = (alpha, beta, gamma, delta)")
+    log_uv, ok = solve_positive(_solve, theta, TRUE_THETA)
+    return log_uv.T, ok
 
 
 def populations(theta: jax.Array):
@@ -184,24 +140,13 @@ def log_likelihood(theta: jax.Array, x: jax.Array) -> jax.Array:
 _LIKELIHOOD = ExactLikelihood(log_likelihood, (2 * len(TIMES),))
 
 
-def reference_posterior(
-    rng_key: jax.Array,
-    x_obs,
-    num_samples: int,
-    *,
-    num_chains: int = 10,
-    num_warmup: int = 1000,
-    **sampler_kwargs,
-) -> jax.Array:
+def reference_posterior(rng_key: jax.Array, x_obs, num_samples: int, **kwargs) -> jax.Array:
     """Posterior samples ``(num_samples, 4)`` for ``x_obs: (20,)`` by NUTS on the exact likelihood.
 
-    Extra keyword arguments go to :func:`aalr_jax.sampling.sample_posterior`.
+    Keyword arguments go to :func:`aalr_jax.tasks._common.nuts_reference` (``num_chains=10``,
+    ``num_warmup=1000``, then those of :func:`aalr_jax.sampling.sample_posterior`).
     """
-    out = sample_posterior(
-        rng_key, _LIKELIHOOD, _PRIOR, jnp.asarray(x_obs, jnp.float32), method="nuts",
-        num_samples=num_samples, num_chains=num_chains, num_warmup=num_warmup, **sampler_kwargs,
-    )  # fmt: skip
-    return out.samples
+    return nuts_reference(rng_key, _LIKELIHOOD, _PRIOR, x_obs, num_samples, **kwargs)
 
 
 def make() -> Task:

@@ -72,6 +72,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from aalr_jax.priors import box_uniform
+from aalr_jax.tasks._common import check_theta
 from aalr_jax.tasks.base import Task
 
 __all__ = ["MAX_EVENTS", "make", "simulate_path", "simulator", "summaries"]
@@ -92,13 +93,6 @@ _TIMES = np.arange(NUM_RECORDS, dtype=np.float32) * np.float32(DT)  # (151,)
 _CHANGE = np.array([[1.0, 0.0], [-1.0, 0.0], [0.0, 1.0], [0.0, -1.0]], dtype=np.float32)
 
 
-def _check_theta(theta) -> jax.Array:
-    theta = jnp.asarray(theta, jnp.float32)
-    if theta.shape != (4,):
-        raise ValueError(f"lotka_volterra_mjp: theta must have shape (4,) (log rates), got {theta.shape}")
-    return theta
-
-
 def _run(rng_key, log_theta, record, acc, max_events):
     """Gillespie loop; ``record(acc, k, state)`` is called for grid point ``k = 0..150`` in order.
 
@@ -109,7 +103,7 @@ def _run(rng_key, log_theta, record, acc, max_events):
     when the event crossing t = 30 would be event number ``max_events + 1`` or later (as in SNL,
     reaching the absorbing state, ``Σ prop = 0``, is no event).
     """
-    rates = jnp.exp(_check_theta(log_theta))
+    rates = jnp.exp(check_theta(log_theta, 4, "lotka_volterra_mjp", " (log rates)"))
     change, times = jnp.asarray(_CHANGE), jnp.asarray(_TIMES)
 
     def propensities(state):

@@ -46,6 +46,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from aalr_jax.priors import box_uniform
+from aalr_jax.tasks._common import check_theta
 from aalr_jax.tasks.base import Task
 
 __all__ = ["NUM_CUSTOMERS", "inter_departure_times", "make", "simulator"]
@@ -58,13 +59,6 @@ PRIOR_HIGH = np.array([10.0, 10.0, 1.0 / 3.0], dtype=np.float32)
 TRUE_THETA = np.array([1.0, 4.0, 0.2], dtype=np.float32)  # (θ1, θ2 − θ1, θ3) of SNL's (1, 5, 0.2)
 # simulator(PRNGKey(1), TRUE_THETA), jax 0.10.2
 OBSERVATION = np.array([1.1607914, 3.1443164, 4.272214, 6.463494, 22.363655], dtype=np.float32)
-
-
-def _check_theta(theta) -> jax.Array:
-    theta = jnp.asarray(theta, jnp.float32)
-    if theta.shape != (3,):
-        raise ValueError(f"mg1: theta must have shape (3,) = (θ1, θ2 − θ1, θ3), got {theta.shape}")
-    return theta
 
 
 def inter_departure_times(service: jax.Array, inter_arrival: jax.Array) -> jax.Array:
@@ -97,7 +91,7 @@ def _quantiles(v: jax.Array) -> jax.Array:
 
 def simulator(rng_key: jax.Array, theta: jax.Array) -> jax.Array:
     """One draw ``x: (5,)`` (quantiles of the inter-departure times) for ``theta = (θ1, θ2 − θ1, θ3)``."""
-    theta = _check_theta(theta)
+    theta = check_theta(theta, 3, "mg1", " = (θ1, θ2 − θ1, θ3)")
     low, width, rate = theta[0], theta[1], theta[2]
     key_s, key_w = jax.random.split(rng_key)
     service = low + width * jax.random.uniform(key_s, (NUM_CUSTOMERS,))

@@ -43,14 +43,15 @@ from __future__ import annotations
 
 import math
 
-import diffrax
 import jax
 import jax.numpy as jnp
 import numpy as np
 import numpyro.distributions as dist
 from jax.scipy.special import gammaln, xlog1py, xlogy
 
-from aalr_jax.sampling import ExactLikelihood, sample_posterior
+from aalr_jax.sampling import ExactLikelihood
+from aalr_jax.tasks._common import check_theta, nuts_reference
+from aalr_jax.tasks._ode import forward_mode_gradient, solve_at, solve_positive
 from aalr_jax.tasks.base import Task
 
 __all__ = ["make", "simulator", "log_likelihood", "infected_fraction", "reference_posterior"]
@@ -71,60 +72,17 @@ OBSERVATION = np.array([0.0, 1.0, 352.0, 40.0, 3.0, 0.0, 0.0, 0.0, 0.0, 0.0], dt
 _PRIOR = dist.LogNormal(jnp.asarray(PRIOR_LOC), jnp.asarray(PRIOR_SCALE)).to_event(1)
 
 
-def _check_theta(theta) -> jax.Array:
-    theta = jnp.asarray(theta, jnp.float32)
-    if theta.shape != (2,):
-        raise ValueError(f"sir: theta must have shape (2,) = (beta, gamma), got {theta.shape}")
-    return theta
-
-
 def _vector_field(t, y, theta):
     i, r = y[0], y[1]
     infection = theta[0] * (1.0 - i - r) * i
     return jnp.stack([infection - theta[1] * i, theta[1] * i])
 
 
-def _forward_mode_gradient(f):
-    """``f: (d,) -> array`` with its reverse-mode derivative computed by ``d`` forward-mode JVPs.
-
-    For a handful of parameters, forward sensitivities through the solve (diffrax ``ForwardMode``)
-    are about 3x cheaper than reverse mode through diffrax's checkpointed loop, and compile faster.
-    """
-
-    @jax.custom_vjp
-    def wrapped(theta):
-        return f(theta)
-
-    def fwd(theta):
-        basis = jnp.eye(theta.shape[0], dtype=theta.dtype)
-        y, jac = jax.vmap(lambda v: jax.jvp(f, (theta,), (v,)), out_axes=(None, -1))(basis)
-        return y, jac
-
-    def bwd(jac, g):
-        return (jnp.tensordot(g, jac, axes=g.ndim),)
-
-    wrapped.defvjp(fwd, bwd)
-    return wrapped
-
-
-@_forward_mode_gradient
+@forward_mode_gradient
 def _solve(theta: jax.Array) -> jax.Array:
     """``i(t_k)``, ``(10,)``, for positive ``theta: (2,)``; NaN if the solve fails."""
-    sol = diffrax.diffeqsolve(
-        diffrax.ODETerm(_vector_field),
-        diffrax.Tsit5(),
-        t0=0.0,
-        t1=float(TIMES[-1]),
-        dt0=None,
-        y0=jnp.asarray([I0 / POPULATION, R0 / POPULATION], jnp.float32),
-        args=theta,
-        saveat=diffrax.SaveAt(ts=jnp.asarray(TIMES, jnp.float32)),
-        stepsize_controller=diffrax.PIDController(rtol=RTOL, atol=ATOL),
-        max_steps=MAX_STEPS,
-        throw=False,
-        adjoint=diffrax.ForwardMode(),
-    )
-    return jnp.where(sol.result == diffrax.RESULTS.successful, sol.ys[:, 0], jnp.nan)
+    y0 = jnp.asarray([I0 / POPULATION, R0 / POPULATION], jnp.float32)
+    return solve_at(_vector_field, y0, theta, TIMES, rtol=RTOL, atol=ATOL, max_steps=MAX_STEPS)[:, 0]
 
 
 def infected_fraction(theta: jax.Array):
@@ -132,11 +90,8 @@ def infected_fraction(theta: jax.Array):
 
     The flag is False (and the fractions NaN) for a failed solve or θ outside ``(0, ∞)²``.
     """
-    theta = _check_theta(theta)
-    valid = jnp.all(theta > 0) & jnp.all(jnp.isfinite(theta))
-    frac = _solve(jnp.where(valid, theta, jnp.asarray([0.4, 0.125])))
-    ok = valid & jnp.all(jnp.isfinite(frac))
-    return jnp.where(ok, frac, jnp.nan), ok
+    theta = check_theta(theta, 2, "sir", " = (beta, gamma)")
+    return solve_positive(_solve, theta, [0.4, 0.125])
 
 
 def simulator(rng_key: jax.Array, theta: jax.Array) -> jax.Array:
@@ -164,24 +119,13 @@ def log_likelihood(theta: jax.Array, x: jax.Array) -> jax.Array:
 _LIKELIHOOD = ExactLikelihood(log_likelihood, (len(TIMES),))
 
 
-def reference_posterior(
-    rng_key: jax.Array,
-    x_obs,
-    num_samples: int,
-    *,
-    num_chains: int = 10,
-    num_warmup: int = 1000,
-    **sampler_kwargs,
-) -> jax.Array:
+def reference_posterior(rng_key: jax.Array, x_obs, num_samples: int, **kwargs) -> jax.Array:
     """Posterior samples ``(num_samples, 2)`` for ``x_obs: (10,)`` by NUTS on the exact likelihood.
 
-    Extra keyword arguments go to :func:`aalr_jax.sampling.sample_posterior`.
+    Keyword arguments go to :func:`aalr_jax.tasks._common.nuts_reference` (``num_chains=10``,
+    ``num_warmup=1000``, then those of :func:`aalr_jax.sampling.sample_posterior`).
     """
-    out = sample_posterior(
-        rng_key, _LIKELIHOOD, _PRIOR, jnp.asarray(x_obs, jnp.float32), method="nuts",
-        num_samples=num_samples, num_chains=num_chains, num_warmup=num_warmup, **sampler_kwargs,
-    )  # fmt: skip
-    return out.samples
+    return nuts_reference(rng_key, _LIKELIHOOD, _PRIOR, x_obs, num_samples, **kwargs)
 
 
 def make() -> Task:

@@ -51,6 +51,7 @@ import numpy as np
 
 from aalr_jax.priors import box_uniform
 from aalr_jax.tasks import slcp
+from aalr_jax.tasks._common import check_theta
 from aalr_jax.tasks.base import Task
 
 __all__ = ["make", "simulator", "log_likelihood", "reference_posterior", "relevant", "constants"]
@@ -93,13 +94,6 @@ def constants() -> dict:
     return out
 
 
-def _check_theta(theta) -> jax.Array:
-    theta = jnp.asarray(theta, jnp.float32)
-    if theta.shape != (5,):
-        raise ValueError(f"slcp_distractors: theta must have shape (5,), got {theta.shape}")
-    return theta
-
-
 def relevant(x: jax.Array) -> jax.Array:
     """The 8 SLCP values ``(..., 8)`` (point by point, as :mod:`slcp`) of ``x: (..., 100)``."""
     x = jnp.asarray(x)
@@ -123,7 +117,7 @@ def _distractors(rng_key: jax.Array) -> jax.Array:
 
 def simulator(rng_key: jax.Array, theta: jax.Array) -> jax.Array:
     """One draw ``x: (100,)`` for ``theta: (5,)``: SLCP values and distractors, permuted."""
-    theta = _check_theta(theta)
+    theta = check_theta(theta, 5, "slcp_distractors")
     key_s, key_u = jax.random.split(rng_key)
     both = jnp.concatenate([slcp.simulator(key_s, theta), _distractors(key_u)])
     return both[constants()["permutation_idx"]]
@@ -131,7 +125,7 @@ def simulator(rng_key: jax.Array, theta: jax.Array) -> jax.Array:
 
 def log_likelihood(theta: jax.Array, x: jax.Array) -> jax.Array:
     """``log p_slcp(s|θ)`` for ``theta: (5,)``, ``x: (100,)``: exact up to a θ-independent term."""
-    return slcp.log_likelihood(_check_theta(theta), relevant(x))
+    return slcp.log_likelihood(check_theta(theta, 5, "slcp_distractors"), relevant(x))
 
 
 _PRIOR = box_uniform(-3.0, 3.0 * np.ones(5))

@@ -49,6 +49,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from aalr_jax.priors import box_uniform
+from aalr_jax.tasks._common import check_theta
 from aalr_jax.tasks.base import Task
 
 __all__ = ["asymmetry", "cdf", "log_likelihood", "make", "reference_posterior", "simulator"]
@@ -79,13 +80,6 @@ OBSERVATION = np.array(  # jax.vmap(simulator)(jax.random.split(PRNGKey(1), 100)
 ).reshape(NUM_OBSERVED_EVENTS, 1)  # fmt: skip
 
 
-def _check_theta(theta) -> jax.Array:
-    theta = jnp.asarray(theta, jnp.float32)
-    if theta.shape != (1,):
-        raise ValueError(f"weinberg: theta must have shape (1,) (G_F), got {theta.shape}")
-    return theta
-
-
 def asymmetry(theta: jax.Array) -> jax.Array:
     """``A_FB = 2 tanh(10 (2 E_beam − M_Z)/M_Z) G_F / G_F,nom`` for ``theta: (1,)``; a scalar."""
     return 2.0 * math.tanh(10.0 * (2.0 * BEAM_ENERGY - M_Z) / M_Z) * theta[0] / GF_NOMINAL
@@ -109,7 +103,7 @@ def _inverse_cdf(u: jax.Array, a: jax.Array) -> jax.Array:
 
 def simulator(rng_key: jax.Array, theta: jax.Array) -> jax.Array:
     """One event ``x = (cos θ,)``, shape ``(1,)``, for ``theta = (G_F,)``, shape ``(1,)``."""
-    theta = _check_theta(theta)
+    theta = check_theta(theta, 1, "weinberg", " (G_F)")
     a = asymmetry(theta)
     u = jax.random.uniform(rng_key)
     c = _inverse_cdf(u, a)
@@ -122,7 +116,7 @@ def log_likelihood(theta: jax.Array, x: jax.Array) -> jax.Array:
     ``x: (n, 1)`` also works and gives the i.i.d. sum ``Σ_i log p(x_i|G_F)``. ``-inf`` for an event
     with ``|cos θ| > 1``; NaN where ``|A_FB| ≥ 2`` (no density).
     """
-    theta = _check_theta(theta)
+    theta = check_theta(theta, 1, "weinberg", " (G_F)")
     c = jnp.asarray(x, jnp.float32)[..., 0]
     a = asymmetry(theta)
     inside = jnp.abs(c) <= 1.0
