@@ -4,7 +4,7 @@ Both train with their defaults on one two_moons bank (same θ, x), then draw ``-
 posterior samples of one observation with their default MCMC (aalr_jax: RWMH, 100 chains; sbi:
 vectorised slice sampling, 20 chains). sbi runs twice: with its default classifier (a residual
 net of width 50) and with a network of our size (3×128 SELU MLP, ``--network same``), the pair
-the speed target names. Ours also runs with ``--many-chains`` chains (20 draws each), the width at
+the speed target names. Ours also runs with ``--many-chains`` chains (100 draws each), the width at
 which a vectorised sampler pays off. Reported: training seconds, sampling seconds, raw draws/s,
 effective samples/s (each chain's own bulk ESS, summed over chains, min over θ dimensions), and
 C2ST of each against two_moons' exact reference posterior (sbibm's protocol), with the ratios.
@@ -101,8 +101,8 @@ def main(argv=None):
                     c2st=c2st_or_none(reference, post.samples[: args.num_samples]))
 
     runs = {"default": ours(100, args.num_samples)}
-    if args.many_chains:  # the same sampler at accelerator-style width: many chains, 20 draws each
-        runs["many_chains"] = ours(args.many_chains, 20 * args.many_chains)
+    if args.many_chains:  # the same sampler at accelerator-style width: many chains, 100 draws each
+        runs["many_chains"] = ours(args.many_chains, 100 * args.many_chains)
     result = dict(task="two_moons", num_simulations=args.num_simulations, num_samples=args.num_samples,
                   seed=args.seed, device=jax.devices()[0].device_kind, cpu_count=os.cpu_count(),
                   jax=jax.__version__, aalr_jax=aalr_jax.__version__,
