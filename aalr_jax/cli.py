@@ -270,7 +270,10 @@ def _observation(args, task, x_shape: tuple) -> tuple[np.ndarray, bool]:
         x = x[0] if x.shape == (1,) + x_shape else x
         ok, expected = x.shape == x_shape, f"{x_shape}"
     if not ok:
-        raise ValueError(f"{source} has shape {x.shape}, but task {task.name} expects {expected}")
+        hint = ""
+        if not args.iid and x.ndim == len(x_shape) + 1 and x.shape[1:] == x_shape:
+            hint = f"; to condition on these {x.shape[0]} observations as one i.i.d. set, pass --iid"
+        raise ValueError(f"{source} has shape {x.shape}, but task {task.name} expects {expected}{hint}")
     return x, is_default
 
 

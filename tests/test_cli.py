@@ -233,3 +233,11 @@ def test_one_draw_per_chain_skips_the_health_report(trained, tmp_path, capsys):
     assert summary["diagnostics"] is None and summary["sampler"]["num_chains"] == 8
     with np.load(tmp_path / "samples.npz") as f:
         assert f["samples"].shape == (8, 2) and np.all(np.isnan(f["ess"]))
+
+
+def test_an_iid_default_observation_without_iid_says_how(tmp_path, capsys):
+    """weinberg's default observation is a set of 100 i.i.d. draws: without --iid the CLI must not
+    treat it as 100 separate observations, and the error says what to pass."""
+    code, err = _error(["run", "--task", "weinberg", "--output", tmp_path / "out", "--quiet"], capsys)
+    assert code == 2 and "(100, 1)" in err and "pass --iid" in err
+    assert not (tmp_path / "out").exists()
