@@ -31,12 +31,13 @@ def candidates(budget: int) -> dict:
     cosine = lambda batch, epochs, lr=1e-3: optax.adamw(
         optax.cosine_decay_schedule(lr, epochs * steps(batch), alpha=0.01), weight_decay=0.0)
     return {
-        "current (3x128, b256, lr1e-3)": dict(),
-        "b128": dict(batch_size=128),
-        "b512 lr2e-3": dict(batch_size=512, learning_rate=2e-3),
+        "default": dict(),  # cosine decay to 1 % over 300 epochs, batch n/16 in [64, 512], patience 50
+        "constant lr1e-3 b256 patience 20": dict(optimizer=optax.adamw(1e-3, weight_decay=0.0), batch_size=256,
+                                                 patience=20),
         "3x256": dict(hidden_features=(256, 256, 256)),
+        "5x128": dict(hidden_features=(128,) * 5),
+        "b128": dict(batch_size=128),
         "cosine 300ep b256": dict(optimizer=cosine(256, 300), patience=300),
-        "patience 50": dict(patience=50),
         "cosine 300ep b256 patience 50": dict(optimizer=cosine(256, 300), patience=50),
         "cosine 300ep b512 lr2e-3 patience 50": dict(batch_size=512, optimizer=cosine(512, 300, 2e-3), patience=50),
         "cosine 300ep b64 lr1e-3 patience 50": dict(batch_size=64, optimizer=cosine(64, 300), patience=50),
