@@ -90,7 +90,7 @@ def main(argv=None):
     def ours(num_chains: int, num_samples: int) -> dict:
         """One compiled sample_posterior call, timed on its second run."""
         kwargs = dict(num_samples=num_samples, num_chains=num_chains)
-        sample_posterior(jax.random.fold_in(key, 9), estimator, task.prior, x_obs, **kwargs)  # compile
+        sample_posterior(jax.random.fold_in(key, 9), estimator, task.prior, x_obs, **kwargs).samples.block_until_ready()  # compile
         start = time.perf_counter()
         post = sample_posterior(jax.random.fold_in(key, 2), estimator, task.prior, x_obs, **kwargs)
         post.samples.block_until_ready()
