@@ -343,13 +343,14 @@ def _sample_and_write(args, task, estimator, x_obs, is_default, timings, extra: 
     # mode-aware health: chains never jump between separated modes, so across-chain R-hat alone misleads
     draws = post.chains.shape[-2]
     health = None
-    if draws >= 4:
+    if draws >= diagnostics.mcmc.MIN_DRAWS:
         report = diagnostics.mcmc_report(post, labels=list(task.parameter_labels))
         health = _report_record(report)
         for problem in report.warnings:
             _say(args, f"warning: {problem}")
     else:
-        _say(args, f"warning: {draws} draw(s) per chain: no MCMC health report (it needs at least 4; "
+        _say(args, f"warning: {draws} draw(s) per chain: no MCMC health report (it needs at least "
+                   f"{diagnostics.mcmc.MIN_DRAWS}; "
                    "use fewer chains or more samples)")
     mean, std = post.samples.mean(0), post.samples.std(0)
     summary = {

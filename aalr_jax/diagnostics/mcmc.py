@@ -118,6 +118,9 @@ class MCMCReport(NamedTuple):
         return not self.warnings
 
 
+MIN_DRAWS = 4  # draws per chain the report needs (split R-hat cuts each chain into halves of >= 2)
+
+
 def _split(chains):
     """``(C, S, d) -> (2C, S // 2, d)``: each chain cut in two halves."""
     half = chains.shape[1] // 2
@@ -292,8 +295,8 @@ def _unpack(posterior, acceptance_rate, num_divergent):
     else:
         chains = posterior
     chains = np.asarray(chains, np.float32)
-    if chains.ndim not in (3, 4) or chains.shape[-2] < 4 or not np.isfinite(chains).all():
-        raise ValueError(f"chains must be finite with shape ([k,] C, S, d) and S >= 4, got {chains.shape}")
+    if chains.ndim not in (3, 4) or chains.shape[-2] < MIN_DRAWS or not np.isfinite(chains).all():
+        raise ValueError(f"chains must be finite with shape ([k,] C, S, d) and S >= {MIN_DRAWS}, got {chains.shape}")
     batch = chains.shape[:-3]
     if acceptance_rate is None:
         acceptance_rate = np.full(batch + chains.shape[-3:-2], np.nan, np.float32)
