@@ -1,0 +1,89 @@
+"""Choose the posterior sampler per task on exact likelihoods and fresh observations.
+
+The C2ST of an AALR posterior mixes two errors: the ratio estimator's and the sampler's. This
+script isolates the sampler's: for each task it samples the EXACT-likelihood posterior
+(``ExactLikelihood(task.log_likelihood)``) of fresh observations drawn from the joint (seed
+31337, disjoint from every benchmark; never sbibm's observations) with each candidate sampler at
+the settings ``sample_posterior`` uses by default, and scores it by C2ST (sbibm's protocol, JAX
+backend) against the task's own reference posterior. The sampler with the lower floor is the one
+``benchmarks/sbibm.py`` uses for that task (``SAMPLER`` there).
+
+    python benchmarks/choose_sampler.py --tasks slcp,two_moons --observations 4
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+
+import jax
+import numpy as np
+
+from aalr_jax import sample_posterior, tasks
+from aalr_jax.diagnostics import c2st
+from aalr_jax.sampling import ExactLikelihood
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+SEED = 31337
+
+
+def floor(task, method: str, xs, refs, key) -> tuple[np.ndarray, float, float]:
+    """C2ST per observation, mean acceptance and seconds of one batched exact-likelihood call."""
+    model = ExactLikelihood(task.log_likelihood, task.x_shape)
+    start = time.perf_counter()
+    post = sample_posterior(key, model, task.prior, xs, method=method, num_samples=refs.shape[1])
+    post.samples.block_until_ready()
+    seconds = time.perf_counter() - start
+    return c2st(refs, np.asarray(post.samples), backend="jax"), float(post.acceptance_rate.mean()), seconds
+
+
+def markdown(rows) -> str:
+    lines = ["| task | observations | " + " | ".join(f"{m} C2ST" for m in ("rwmh", "hmc")) + " | chosen |",
+             "| --- | ---: | ---: | ---: | --- |"]
+    for row in rows:
+        means = {m: row[m]["c2st_mean"] for m in ("rwmh", "hmc")}
+        lines.append(f"| {row['task']} | {row['observations']} | "
+                     + " | ".join(f"{row[m]['c2st_mean']:.3f} (max {max(row[m]['c2st']):.3f}, accept "
+                                  f"{row[m]['acceptance']:.2f})" for m in ("rwmh", "hmc"))
+                     + f" | {min(means, key=means.get)} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--tasks", default="two_moons,gaussian_mixture,slcp,sir,gaussian_linear,bernoulli_glm")
+    parser.add_argument("--observations", type=int, default=4)
+    parser.add_argument("--num-samples", type=int, default=10_000)
+    parser.add_argument("--output", default=os.path.join(HERE, "results", "choose_sampler.json"))
+    args = parser.parse_args(argv)
+    rows = []
+    if os.path.exists(args.output):  # extend an earlier run, keyed by task
+        with open(args.output) as f:
+            rows = json.load(f)["rows"]
+    key = jax.random.PRNGKey(SEED)
+    for name in args.tasks.split(","):
+        task = tasks.get(name)
+        theta = task.prior.sample(jax.random.fold_in(key, 0), (args.observations,))
+        xs = jax.vmap(task.simulator)(jax.random.split(jax.random.fold_in(key, 1), args.observations), theta)
+        refs = np.stack([np.asarray(task.reference_posterior(jax.random.fold_in(key, 10 + i), xs[i], args.num_samples))
+                         for i in range(args.observations)])
+        row = dict(task=name, observations=args.observations)
+        for method in ("rwmh", "hmc"):
+            scores, accept, seconds = floor(task, method, xs, refs, jax.random.fold_in(key, 2))
+            row[method] = dict(c2st=[float(s) for s in scores], c2st_mean=float(np.mean(scores)),
+                               acceptance=accept, sample_seconds=seconds)
+            print(f"{name:18s} {method:5s} C2ST {np.round(scores, 3)} mean {np.mean(scores):.3f}  "
+                  f"accept {accept:.2f}  {seconds:.0f} s", flush=True)
+        rows = [r for r in rows if r["task"] != name] + [row]
+        meta = dict(device=jax.devices()[0].device_kind, cpu_count=os.cpu_count(), jax=jax.__version__, seed=SEED,
+                    num_samples=args.num_samples)
+        with open(args.output, "w") as f:
+            json.dump(dict(meta=meta, rows=rows), f, indent=1)
+        with open(os.path.splitext(args.output)[0] + ".md", "w") as f:
+            f.write(markdown(rows))
+
+
+if __name__ == "__main__":
+    main()
