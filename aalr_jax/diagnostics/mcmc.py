@@ -251,7 +251,8 @@ def _report(stats, acceptance, num_divergent, labels, rhat_threshold, min_ess, s
         if num_modes <= 1:
             warn.append(f"R-hat above {rhat_threshold} for {_names(rhat, rhat_threshold, labels)}: the chains "
                         "disagree (not converged, shifted or drifting chains); they form one mode, so this is "
-                        "not explained by separated modes")
+                        "not explained by separated modes; run a longer warm-up, or HMC (method='hmc') if RWMH "
+                        "samples more than a few parameters")
         else:
             detail = "; ".join(
                 f"mode {m} ({counts[m]} chains): R-hat {np.nanmax(cluster_rhat[m]):.3g}"
@@ -260,7 +261,8 @@ def _report(stats, acceptance, num_divergent, labels, rhat_threshold, min_ess, s
             warn.append(f"R-hat above {rhat_threshold} (across chains up to {np.nanmax(rhat):.3g}), not explained "
                         f"by separated modes: {num_modes} modes found, but within them R-hat is "
                         f"{_names(mode_rhat, -np.inf, labels)} ({detail}); chains within a mode disagree or "
-                        "drift (slow mixing or too few draws per chain)")
+                        "drift (slow mixing or too few draws per chain; HMC mixes faster than RWMH beyond a "
+                        "few parameters)")
 
     lone = np.isin(mode_labels, np.flatnonzero(counts == 1)) if num_modes > 1 else np.zeros(num, bool)
     if lone.any():
