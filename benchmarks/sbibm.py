@@ -79,9 +79,15 @@ def read_csv(wheel: zipfile.ZipFile, name: str) -> np.ndarray:
     return np.loadtxt(io.StringIO(raw.decode()), delimiter=",", skiprows=1, ndmin=2).astype(np.float32)
 
 
+# sbibm keeps slcp_distractors' observations beside slcp's, whose reference posterior they share
+OBSERVATION_FILES = {"slcp_distractors": ("slcp", "observation_distractors.csv")}
+
+
 def sbibm_observation(wheel, task: str, i: int):
-    base = f"sbibm/tasks/{task}/files/num_observation_{i}/"
-    return read_csv(wheel, base + "observation.csv")[0], read_csv(wheel, base + "reference_posterior_samples.csv.bz2")
+    """``(x_o, reference samples)`` of sbibm's observation ``i`` of ``task``."""
+    folder, name = OBSERVATION_FILES.get(task, (task, "observation.csv"))
+    base = f"sbibm/tasks/{folder}/files/num_observation_{i}/"
+    return read_csv(wheel, base + name)[0], read_csv(wheel, base + "reference_posterior_samples.csv.bz2")
 
 
 def published(task: str, budget: int) -> dict:
