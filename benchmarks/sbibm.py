@@ -31,6 +31,7 @@ from concurrent.futures import ProcessPoolExecutor
 
 import jax
 import numpy as np
+from tqdm.auto import tqdm
 
 import aalr_jax
 from aalr_jax import fit, sample_posterior, simulate, tasks
@@ -175,13 +176,13 @@ def run_one(task_name: str, budget: int, observations, wheel, args) -> dict:
     start = time.perf_counter()
     pairs = [(ref[: args.num_samples], np.asarray(post.samples[j])) for j, (_, ref) in enumerate(data)]
     if args.c2st_backend == "jax":  # one pair at a time: a batch waits for its slowest classifier
-        scores = [c2st(ref, ours, backend="jax") for ref, ours in pairs]
+        scores = [c2st(ref, ours, backend="jax") for ref, ours in tqdm(pairs, "C2ST", disable=args.quiet)]
     elif args.c2st_jobs > 1:  # one scikit-learn fit per process; same seeds, same scores as serial
         # spawn, not fork: forking a process that runs JAX's threads can deadlock
         with ProcessPoolExecutor(args.c2st_jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
             scores = list(pool.map(c2st, *zip(*pairs)))
     else:
-        scores = [c2st(ref, ours) for ref, ours in pairs]
+        scores = [c2st(ref, ours) for ref, ours in tqdm(pairs, "C2ST", disable=args.quiet)]
     times["c2st"] = time.perf_counter() - start
     return dict(task=task_name, num_simulations=budget, observations=list(observations),
                 c2st=scores, c2st_backend=args.c2st_backend, c2st_mean=float(np.mean(scores)), c2st_std=float(np.std(scores)),
@@ -225,7 +226,6 @@ def main(argv=None):
             saved = json.load(f)
         for row in saved["rows"]:  # published numbers as this script reads them now
             row["published"] = published(row["task"], row["num_simulations"])
-            row.setdefault("method", saved["meta"].get("method", "rwmh"))
         write_markdown(saved["rows"], saved["meta"], args.output)
         return
 
@@ -233,10 +233,7 @@ def main(argv=None):
     results = []
     if os.path.exists(args.output):  # extend an earlier run: rows are keyed by (task, budget)
         with open(args.output) as f:
-            saved = json.load(f)
-        results = saved.get("rows", [])
-        for row in results:  # rows from before the per-task sampler were sampled with the run's method
-            row.setdefault("method", saved["meta"].get("method", "rwmh"))
+            results = json.load(f).get("rows", [])
     for name in args.tasks.split(","):
         for budget in [int(b) for b in args.budgets.split(",")]:
             row = run_one(name, budget, parse_range(args.observations), wheel, args)

@@ -38,6 +38,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from aalr_jax.diagnostics.roc import weighted_auc
+
 __all__ = ["c2st"]
 
 BACKENDS = ("sklearn", "jax")
@@ -185,7 +187,7 @@ def _batch_loss(params, x, y, ok):
 
 
 def _train(key, data, labels, train, train_ok, max_iter):
-    """Fit one classifier on ``data[train]`` (rows with ``train_ok``): ``(parameters, epochs)``."""
+    """Fit one classifier on ``data[train]`` (rows with ``train_ok``); returns its parameters."""
     dim = data.shape[-1]
     n_train = train_ok.sum()
     batch = min(BATCH, train.shape[0])
@@ -225,18 +227,15 @@ def _train(key, data, labels, train, train_ok, max_iter):
         return _Fit(params, m, v, t, fit.epoch + 1, jnp.minimum(loss, fit.best), stall, key)
 
     running = lambda fit: (fit.stall <= N_ITER_NO_CHANGE) & (fit.epoch < max_iter)
-    fit = jax.lax.while_loop(running, epoch, fit)
-    return fit.params, fit.epoch
+    return jax.lax.while_loop(running, epoch, fit).params
 
 
 @functools.partial(jax.jit, static_argnames=("max_iter",))
 def _test_logits(keys, data, labels, train, train_ok, test, max_iter):
-    """``(k, F, S)`` held-out logits and ``(k, F)`` epochs trained: data ``(k, N, d)``, keys
-    ``(k, F)``, folds ``(F, T)``/``(F, S)``."""
+    """``(k, F, S)`` held-out logits: data ``(k, N, d)``, keys ``(k, F)``, folds ``(F, T)``/``(F, S)``."""
 
     def one(key, data, train, train_ok, test):
-        params, epochs = _train(key, data, labels, train, train_ok, max_iter)
-        return _logit(params, data[test]), epochs
+        return _logit(_train(key, data, labels, train, train_ok, max_iter), data[test])
 
     per_fold = jax.vmap(one, in_axes=(0, None, 0, 0, 0))
     return jax.vmap(per_fold, in_axes=(0, 0, None, None, None))(keys, data, train, train_ok, test)
@@ -250,23 +249,13 @@ def _jax(X, Y, *, seed, n_folds, scoring, max_iter) -> np.ndarray:
     train, train_ok, test, test_ok = _kfold(n + m, n_folds, seed)
     # pair i's fold keys depend on i alone: a pair scores the same alone or in a batch
     keys = jax.vmap(lambda i: jax.random.split(jax.random.fold_in(jax.random.PRNGKey(seed), i), n_folds))(jnp.arange(k))
-    logits, _ = _test_logits(keys, data, jnp.asarray(labels_np, jnp.float32), jnp.asarray(train),
-                                     jnp.asarray(train_ok), jnp.asarray(test), max_iter=max_iter)
-    logits = np.asarray(logits)
+    logits = np.asarray(_test_logits(keys, data, jnp.asarray(labels_np, jnp.float32), jnp.asarray(train),
+                                     jnp.asarray(train_ok), jnp.asarray(test), max_iter=max_iter))
     scores = np.zeros((k, n_folds))
     for f in range(n_folds):
         truth, ok = labels_np[test[f]][test_ok[f]], test_ok[f]
         for i in range(k):
             z = logits[i, f][ok]
-            scores[i, f] = np.mean((z > 0) == truth) if scoring == "accuracy" else _auc(z, truth)
+            scores[i, f] = np.mean((z > 0) == truth) if scoring == "accuracy" \
+                else float(weighted_auc(z[truth == 1], z[truth == 0]))
     return scores.mean(1)
-
-
-def _auc(score, truth) -> float:
-    """Area under the ROC curve by the rank-sum (Mann–Whitney) formula, ties averaged."""
-    from scipy.stats import rankdata
-
-    ranks = rankdata(score)
-    pos = truth == 1
-    n_pos, n_neg = pos.sum(), (~pos).sum()
-    return float((ranks[pos].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
