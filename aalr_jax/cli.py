@@ -28,7 +28,7 @@ import numpy as np
 import aalr_jax
 from aalr_jax import diagnostics, io, plotting, priors, tasks
 from aalr_jax.data import load_bank, save_bank, simulate
-from aalr_jax.sampling import DEFAULT_THIN, METHODS, sample_posterior
+from aalr_jax.sampling import DEFAULT_THIN, METHODS, resolve_method, sample_posterior
 from aalr_jax.train import fit
 
 __all__ = ["build_parser", "load_observation", "main"]
@@ -97,8 +97,9 @@ def _add_sampling_options(parser) -> None:
     group.add_argument("--iid", action="store_true",
                        help="the observation holds n i.i.d. draws of one θ, shape (n, *x_shape): "
                             "their log-ratios are summed")
-    group.add_argument("--method", choices=METHODS, default="rwmh",
-                       help="MCMC kernel: random-walk Metropolis-Hastings, HMC or NUTS (default: %(default)s)")
+    group.add_argument("--method", choices=METHODS, default="auto",
+                       help="MCMC kernel: random-walk Metropolis-Hastings, HMC or NUTS; auto: rwmh up to "
+                            "4 parameters, hmc beyond (default: %(default)s)")
     group.add_argument("--num-samples", type=_positive_int, default=10_000, metavar="S",
                        help="posterior draws to keep (default: %(default)s)")
     group.add_argument("--num-chains", type=_positive_int, default=100, metavar="C",
@@ -180,7 +181,8 @@ def build_parser() -> argparse.ArgumentParser:
     diagnose.add_argument("--samples", metavar="SAMPLES.npz",
                           help="samples.npz written by 'sample' or 'run': MCMC health and trace plots")
     group = diagnose.add_argument_group("posterior sampling of the pairs")
-    group.add_argument("--method", choices=METHODS, default="rwmh", help="MCMC kernel (default: %(default)s)")
+    group.add_argument("--method", choices=METHODS, default="auto",
+                       help="MCMC kernel; auto: rwmh up to 4 parameters, hmc beyond (default: %(default)s)")
     group.add_argument("--num-samples", type=_positive_int, default=1000, metavar="S",
                        help="posterior draws per pair (default: %(default)s)")
     group.add_argument("--num-chains", type=_positive_int, default=10, metavar="C",
@@ -313,9 +315,10 @@ def _train(args, bank, task_name, timings) -> tuple:
 def _sample_and_write(args, task, estimator, x_obs, is_default, timings, extra: dict, start: float) -> dict:
     """Sample the posterior of ``x_obs``; write samples.npz, corner.png and summary.json to ``args.output``."""
     key_sample, key_reference = jax.random.split(_key(args, "sample"))
-    message = f"sampling {args.num_samples} draws with {args.method} ({args.num_chains} chains)"
+    method = resolve_method(args.method, task.theta_dim)
+    message = f"sampling {args.num_samples} draws with {method} ({args.num_chains} chains)"
     with _phase(args, timings, "sample", message):
-        post = sample_posterior(key_sample, estimator, task.prior, x_obs, method=args.method,
+        post = sample_posterior(key_sample, estimator, task.prior, x_obs, method=method,
                                 num_samples=args.num_samples, num_chains=args.num_chains,
                                 num_warmup=args.num_warmup, thin=args.thin, iid=args.iid)
         post = jax.tree.map(np.asarray, post)
@@ -336,7 +339,7 @@ def _sample_and_write(args, task, estimator, x_obs, is_default, timings, extra: 
                  num_divergent=post.num_divergent, step_size=post.step_size)
         labels = list(task.parameter_labels)
         fig = plotting.corner(post.samples, labels=labels, truth=task.true_theta if is_default else None,
-                              reference=reference, title=f"{task.name}: {args.method}, {len(post.samples)} samples")
+                              reference=reference, title=f"{task.name}: {method}, {len(post.samples)} samples")
         plotting.save_figure(fig, os.path.join(args.output, "corner.png"))
     timings["total"] = time.perf_counter() - start
 
@@ -356,13 +359,13 @@ def _sample_and_write(args, task, estimator, x_obs, is_default, timings, extra: 
     summary = {
         "task": task.name,
         **extra,
-        "method": args.method,
+        "method": method,
         "seed": args.seed,
         "observation": args.observation or "default",
         "iid": bool(args.iid),
         "sampler": {"num_samples": args.num_samples, "num_chains": args.num_chains,
                     "num_warmup": args.num_warmup,
-                    "thin": args.thin if args.thin is not None else DEFAULT_THIN[args.method]},
+                    "thin": args.thin if args.thin is not None else DEFAULT_THIN[method]},
         "timings": {name: round(seconds, 3) for name, seconds in timings.items()},
         "posterior": {
             label: {"mean": _json_number(m), "std": _json_number(s)} for label, m, s in zip(labels, mean, std)
@@ -498,11 +501,11 @@ def _cmd_diagnose(args) -> int:
     os.makedirs(args.output, exist_ok=True)
     figures = {}
 
-    n = args.num_pairs
-    with _phase(args, timings, "coverage", f"sampling the posteriors of {n} pairs ({args.method}, "
+    n, method = args.num_pairs, resolve_method(args.method, task.theta_dim)
+    with _phase(args, timings, "coverage", f"sampling the posteriors of {n} pairs ({method}, "
                                            f"{args.num_chains} chains each)"):
         bank = simulate(key_pairs, task, n, progress=False)
-        post = sample_posterior(key_sample, estimator, task.prior, bank.x, method=args.method,
+        post = sample_posterior(key_sample, estimator, task.prior, bank.x, method=method,
                                 num_samples=args.num_samples, num_chains=args.num_chains,
                                 num_warmup=args.num_warmup)
         credibility = diagnostics.sample_credibility(estimator, task.prior, bank.x, bank.theta, post.samples)
@@ -513,7 +516,7 @@ def _cmd_diagnose(args) -> int:
     as_record = lambda c: {"levels": _numbers(c.levels), "coverage": _numbers(c.coverage),
                            "lower": _numbers(c.lower), "upper": _numbers(c.upper), "verdict": c.verdict,
                            "conservative": c.conservative, "confidence": c.confidence}
-    record["pairs"] = {"num_pairs": n, "sampler": {"method": args.method, "num_samples": args.num_samples,
+    record["pairs"] = {"num_pairs": n, "sampler": {"method": method, "num_samples": args.num_samples,
                                                     "num_chains": args.num_chains, "num_warmup": args.num_warmup}}
     record["coverage"] = as_record(coverage)
     record["sbc"] = {"num_draws": num_draws, "chi2_pvalue": _numbers(sbc.chi2_pvalue),

@@ -1,7 +1,11 @@
 r"""MCMC over the AALR posterior with BlackJAX: many chains, many observations, one compiled program.
 
 Every chain runs in unconstrained space ``u`` (see :mod:`aalr_jax.posterior`) with BlackJAX kernels:
-random-walk Metropolis–Hastings (``"rwmh"``), HMC (``"hmc"``) or NUTS (``"nuts"``).
+random-walk Metropolis–Hastings (``"rwmh"``), HMC (``"hmc"``) or NUTS (``"nuts"``). The default
+``"auto"`` is RWMH up to :data:`AUTO_RWMH_MAX_DIM` parameters and HMC beyond: on exact likelihoods
+and fresh observations (``benchmarks/choose_sampler.py``) the two matched on 2-D posteriors, while
+from 5-D on RWMH's per-chain metric, estimated from a handful of effective warm-up draws, left
+C2ST at 0.62–0.64 where HMC reached 0.535.
 
 Warm-up adapts each chain on its own, never pooled across chains: chains of a multimodal
 posterior sit in different modes, and one covariance spanning two modes wrecks every chain's
@@ -50,13 +54,24 @@ __all__ = [
     "PosteriorSamples",
     "SamplerConfig",
     "ExactLikelihood",
+    "resolve_method",
     "run_chains",
     "sample_posterior",
     "warmup_schedule",
 ]
 
-METHODS = ("rwmh", "hmc", "nuts")
+METHODS = ("auto", "rwmh", "hmc", "nuts")
 DEFAULT_THIN = {"rwmh": 10, "hmc": 1, "nuts": 1}
+AUTO_RWMH_MAX_DIM = 4  # measured: RWMH ≈ HMC at 2-D, RWMH far worse at 5-D and 10-D; 3-4-D untested
+
+
+def resolve_method(method: str, dim: int) -> str:
+    """The kernel that ``method`` names for ``dim`` parameters (``"auto"``: RWMH up to 4-D, else HMC)."""
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    if method != "auto":
+        return method
+    return "rwmh" if dim <= AUTO_RWMH_MAX_DIM else "hmc"
 
 
 class SamplerConfig(NamedTuple):
@@ -334,7 +349,7 @@ def sample_posterior(
     prior,
     x_obs,
     *,
-    method: str = "rwmh",
+    method: str = "auto",
     num_samples: int = 10_000,
     num_chains: int = 100,
     num_warmup: int = 500,
@@ -356,12 +371,13 @@ def sample_posterior(
         x_obs: ``x_shape`` (one observation) or ``(k, *x_shape)`` (k observations, sampled at once).
             With ``iid=True``: ``(n, *x_shape)`` — n i.i.d. observations of one θ — or
             ``(k, n, *x_shape)``.
-        method: ``"rwmh"``, ``"hmc"`` or ``"nuts"`` (NUTS: keep ``num_chains`` small). RWMH is the
-            fastest per effective sample on low-dimensional posteriors; beyond a few parameters it
-            mixes slowly within the default warm-up and HMC is the better choice. On exact
-            likelihoods and fresh observations (``benchmarks/choose_sampler.py``) RWMH matched HMC on
-            2-D tasks but scored C2ST 0.63 against HMC's 0.54 on 5-D SLCP and 0.62–0.64 against
-            0.535–0.537 on the 10-D gaussian_linear and bernoulli_glm.
+        method: ``"auto"`` (default), ``"rwmh"``, ``"hmc"`` or ``"nuts"`` (NUTS: keep
+            ``num_chains`` small). ``"auto"`` is RWMH for up to 4 parameters and HMC beyond. RWMH is
+            the fastest per effective sample on low-dimensional posteriors; beyond a few parameters it
+            mixes slowly within the default warm-up. On exact likelihoods and fresh observations
+            (``benchmarks/choose_sampler.py``) RWMH matched HMC on 2-D tasks but scored C2ST 0.63
+            against HMC's 0.54 on 5-D SLCP and 0.62–0.64 against 0.535–0.537 on the 10-D
+            gaussian_linear and bernoulli_glm.
         num_samples: draws returned per observation (``ceil(num_samples / num_chains)`` per chain).
         num_chains: independent chains per observation.
         num_warmup: adaptation steps per chain (discarded).
@@ -385,8 +401,7 @@ def sample_posterior(
     theta_dim = getattr(estimator, "theta_dim", dim)
     if theta_dim != dim:
         raise ValueError(f"the estimator takes theta of dimension {theta_dim} but the prior has event_shape ({dim},)")
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    method = resolve_method(method, dim)
     if init not in ("sir", "prior"):
         raise ValueError(f"init must be 'sir' or 'prior', got {init!r}")
     num_samples = _positive_int("num_samples", num_samples)

@@ -5,8 +5,8 @@ script isolates the sampler's: for each task it samples the EXACT-likelihood pos
 (``ExactLikelihood(task.log_likelihood)``) of fresh observations drawn from the joint (seed
 31337, disjoint from every benchmark; never sbibm's observations) with each candidate sampler at
 the settings ``sample_posterior`` uses by default, and scores it by C2ST (sbibm's protocol, JAX
-backend) against the task's own reference posterior. The sampler with the lower floor is the one
-``benchmarks/sbibm.py`` uses for that task (``SAMPLER`` there).
+backend) against the task's own reference posterior. These floors set ``method="auto"``, the
+default of ``sample_posterior``: RWMH up to 4 parameters, HMC beyond.
 
     python benchmarks/choose_sampler.py --tasks slcp,two_moons --observations 4
 """

@@ -36,6 +36,7 @@ from tqdm.auto import tqdm
 import aalr_jax
 from aalr_jax import fit, sample_posterior, simulate, tasks
 from aalr_jax.diagnostics import c2st
+from aalr_jax.sampling import resolve_method
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SHARED = os.path.join(HERE, "..", "..", "shared", "sbibm_results")
@@ -49,14 +50,6 @@ SBI_NRE_A = {("two_moons", 10_000): 0.79, ("two_moons", 100_000): 0.56, ("slcp",
 NPE_TARGET_TASKS = ("two_moons", "gaussian_linear", "gaussian_mixture")
 SBIBM_TASKS = ["two_moons", "gaussian_linear", "gaussian_linear_uniform", "gaussian_mixture", "slcp",
                "slcp_distractors", "bernoulli_glm", "bernoulli_glm_raw", "sir", "lotka_volterra"]
-# The sampler per task: the one with the lower C2ST on the task's EXACT likelihood, on fresh
-# observations against our own references (benchmarks/choose_sampler.py, results/choose_sampler.md).
-# Measured: HMC for slcp, gaussian_linear and bernoulli_glm; RWMH (as good or better) for two_moons
-# and gaussian_mixture. sir keeps RWMH: its floor is 0.501 (HMC through the ODE solver did not finish
-# on 2 cores). slcp_distractors shares slcp's posterior; gaussian_linear_uniform and
-# bernoulli_glm_raw are 10-D like their measured siblings; lotka_volterra (4-D) was not measured.
-SAMPLER = {task: "hmc" for task in ("slcp", "slcp_distractors", "gaussian_linear", "gaussian_linear_uniform",
-                                    "bernoulli_glm", "bernoulli_glm_raw")}
 JAX_MARK = "ᴶ"
 BUDGET_LABEL = {1000: "10³", 10_000: "10⁴", 100_000: "10⁵"}
 
@@ -135,8 +128,10 @@ def targets(row: dict) -> list[str]:
 def markdown(rows: list[dict], meta: dict) -> str:
     """The results as a Markdown table, one line per task and budget, with targets marked."""
     fmt = lambda v: "" if v is None else f"{v['mean']:.3f}"
-    lines = [f"Device: {meta.get('device')} ({meta.get('cpu_count')} CPU cores), jax {meta.get('jax')}, "
-             f"{meta.get('num_samples')} samples per observation, seed {meta.get('seed')}.",
+    machines = sorted({(r["device"], r["cpu_count"], r["jax"]) for r in rows}, key=lambda m: m[0] != "cpu")
+    marks = {m: "" if i == 0 else "ᴳ" * i for i, m in enumerate(machines)}  # unmarked: the first (CPU) machine
+    lines = [f"{meta.get('num_samples')} samples per observation, seed {meta.get('seed')}. Machines (timings differ):"]
+    lines += [f"- {marks[m] or 'unmarked'}: {m[0]} ({m[1]} CPU cores), jax {m[2]}" for m in machines] + [
              "",
              "| task | sims | AALR (ours) | sampler | NRE | NRE-C | NPE | sbi NRE_A | targets | simulate s | train s | sample s | C2ST s |",
              "| --- | ---: | ---: | --- | ---: | ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: |"]
@@ -144,7 +139,7 @@ def markdown(rows: list[dict], meta: dict) -> str:
     for row in sorted(rows, key=lambda r: (order.get(r["task"], 99), r["num_simulations"])):
         pub, sec = row["published"], row["seconds"]
         lines.append(
-            f"| {row['task']} | {row['num_simulations']:,} | {row['c2st_mean']:.3f} ± {row['c2st_std']:.3f}"
+            f"| {row['task']} | {row['num_simulations']:,}{marks[row['device'], row['cpu_count'], row['jax']]} | {row['c2st_mean']:.3f} ± {row['c2st_std']:.3f}"
             f"{JAX_MARK if row.get('c2st_backend') == 'jax' else ''} | {row['method']} | "
             f"{fmt(pub.get('NRE'))} | {fmt(pub.get('NRE-C'))} | {fmt(pub.get('NPE'))} | {fmt(pub.get('sbi NRE_A'))} | {', '.join(targets(row))} | "
             + " | ".join(f"{sec[k]:.0f}" for k in ("simulate", "train", "sample", "c2st")) + " |")
@@ -166,7 +161,8 @@ def run_one(task_name: str, budget: int, observations, wheel, args) -> dict:
     estimator, history = fit(jax.random.fold_in(key, 1), bank, progress=not args.quiet)
     times["train"] = time.perf_counter() - start
     data = [sbibm_observation(wheel, task_name, i) for i in observations]
-    method = SAMPLER.get(task_name, "rwmh") if args.method == "auto" else args.method
+    # "auto": RWMH up to 4-D, HMC beyond, as chosen on exact likelihoods (benchmarks/choose_sampler.py)
+    method = resolve_method(args.method, task.theta_dim)
     x_obs = np.stack([d[0].reshape(task.x_shape) for d in data])
     start = time.perf_counter()
     post = sample_posterior(jax.random.fold_in(key, 2), estimator, task.prior, x_obs,
@@ -175,8 +171,10 @@ def run_one(task_name: str, budget: int, observations, wheel, args) -> dict:
     times["sample"] = time.perf_counter() - start
     start = time.perf_counter()
     pairs = [(ref[: args.num_samples], np.asarray(post.samples[j])) for j, (_, ref) in enumerate(data)]
-    if args.c2st_backend == "jax":  # one pair at a time: a batch waits for its slowest classifier
-        scores = [c2st(ref, ours, backend="jax") for ref, ours in tqdm(pairs, "C2ST", disable=args.quiet)]
+    if args.c2st_backend == "jax":  # batches wait for their slowest classifier: 1 on CPU, all on a GPU
+        groups = [pairs[i: i + args.c2st_batch] for i in range(0, len(pairs), args.c2st_batch)]
+        scores = [float(s) for group in tqdm(groups, "C2ST", disable=args.quiet)
+                  for s in np.atleast_1d(c2st(*map(np.stack, zip(*group)), backend="jax"))]
     elif args.c2st_jobs > 1:  # one scikit-learn fit per process; same seeds, same scores as serial
         # spawn, not fork: forking a process that runs JAX's threads can deadlock
         with ProcessPoolExecutor(args.c2st_jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
@@ -186,7 +184,8 @@ def run_one(task_name: str, budget: int, observations, wheel, args) -> dict:
     times["c2st"] = time.perf_counter() - start
     return dict(task=task_name, num_simulations=budget, observations=list(observations),
                 c2st=scores, c2st_backend=args.c2st_backend, c2st_mean=float(np.mean(scores)), c2st_std=float(np.std(scores)),
-                method=method, epochs=len(history.train_loss), best_epoch=history.best_epoch,
+                method=method, device=jax.devices()[0].device_kind, cpu_count=os.cpu_count(), jax=jax.__version__,
+                epochs=len(history.train_loss), best_epoch=history.best_epoch,
                 acceptance=float(np.mean(post.acceptance_rate)), seconds=times,
                 published=published(task_name, budget))
 
@@ -211,13 +210,15 @@ def main(argv=None):
     parser.add_argument("--observations", default="1-10", help="e.g. 1-10 or 1,2,3")
     parser.add_argument("--num-samples", type=int, default=10_000)
     parser.add_argument("--method", default="auto", choices=("auto", "rwmh", "hmc", "nuts"),
-                        help="posterior sampler; auto: the per-task choice in SAMPLER")
+                        help="posterior sampler; auto: sample_posterior's default (rwmh up to 4-D, hmc beyond)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--cache", default=os.path.join(os.path.expanduser("~"), ".cache", "aalr_jax_sbibm"))
     parser.add_argument("--output", default=os.path.join(HERE, "results", "sbibm.json"))
     parser.add_argument("--c2st-jobs", type=int, default=1, help="processes for the scikit-learn C2ST fits")
     parser.add_argument("--c2st-backend", choices=("sklearn", "jax"), default="sklearn",
                         help="scikit-learn's classifier, or the same protocol in JAX (several times faster)")
+    parser.add_argument("--c2st-batch", type=int, default=1,
+                        help="pairs per JAX C2ST call (same scores; 10 on a GPU, 1 on CPU)")
     parser.add_argument("--quiet", action="store_true")
     parser.add_argument("--table-only", action="store_true", help="only re-render the Markdown of --output")
     args = parser.parse_args(argv)

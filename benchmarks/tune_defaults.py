@@ -21,7 +21,6 @@ import optax
 
 from aalr_jax import fit, sample_posterior, simulate, tasks
 from aalr_jax.diagnostics import c2st
-from sbibm import SAMPLER  # the per-task sampler chosen on exact likelihoods (choose_sampler.py)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -49,8 +48,7 @@ def score(task, estimator, key, num_obs, num_samples, reference_fn, backend="skl
     theta = task.prior.sample(jax.random.fold_in(key, 0), (num_obs,))
     keys = jax.random.split(jax.random.fold_in(key, 1), num_obs)
     xs = jax.vmap(task.simulator)(keys, theta)
-    post = sample_posterior(jax.random.fold_in(key, 2), estimator, task.prior, xs, num_samples=num_samples,
-                            method=SAMPLER.get(task.name, "rwmh"))
+    post = sample_posterior(jax.random.fold_in(key, 2), estimator, task.prior, xs, num_samples=num_samples)
     return [c2st(np.asarray(reference_fn(jax.random.fold_in(key, 10 + i), xs[i], num_samples)),
                  np.asarray(post.samples[i]), backend=backend) for i in range(num_obs)]
 

@@ -185,7 +185,7 @@ def test_no_arguments_means_run_with_defaults(monkeypatch):
     monkeypatch.setattr(cli, "_cmd_run", lambda args: seen.update(vars(args)) or 0)
     assert cli.main([]) == 0
     assert seen["task"] == "two_moons" and seen["num_simulations"] == 20_000 and seen["output"] == "aalr_output"
-    assert (seen["method"], seen["num_samples"], seen["num_chains"], seen["num_warmup"]) == ("rwmh", 10_000, 100, 500)
+    assert (seen["method"], seen["num_samples"], seen["num_chains"], seen["num_warmup"]) == ("auto", 10_000, 100, 500)
     assert seen["seed"] == 0 and seen["hidden"] == (128, 128, 128) and not seen["quiet"] and not seen["iid"]
     assert cli.main(["--task", "slcp", "--hidden", "8,4"]) == 0
     assert seen["task"] == "slcp" and seen["hidden"] == (8, 4)

@@ -8,7 +8,7 @@ import pytest
 from scipy import stats
 
 from aalr_jax import priors, sample_posterior, tasks
-from aalr_jax.sampling import ExactLikelihood, _sample_batch, warmup_schedule
+from aalr_jax.sampling import ExactLikelihood, _sample_batch, resolve_method, warmup_schedule
 
 SIGMA = 0.5  # likelihood std of the Gaussian test problem
 PRIOR = dist.Normal(jnp.zeros(2), 1.0).to_event(1)
@@ -187,3 +187,24 @@ def test_one_draw_per_chain_is_a_posterior_sample():
     samples = np.asarray(r.samples)  # independent chains: standard error std / sqrt(3000)
     np.testing.assert_array_less(np.abs(samples.mean(0) - mean), 4 * std / np.sqrt(3000))
     np.testing.assert_allclose(samples.std(0), std, rtol=0.08)
+
+
+def test_auto_method_is_rwmh_in_low_and_hmc_in_high_dimension():
+    """The default ``method="auto"``: RWMH (acceptance target 0.35 in 2-D; 0.2-0.55 per chain) for
+    few parameters; HMC (target 0.8) in 10-D, where per-chain RWMH with the default warm-up does not converge
+    (R-hat ≈ 1.3 on this problem, see choose_sampler.py) and HMC recovers the analytic posterior."""
+    assert [resolve_method("auto", d) for d in (1, 4, 5, 10)] == ["rwmh", "rwmh", "hmc", "hmc"]
+    assert resolve_method("nuts", 2) == "nuts" and resolve_method("rwmh", 10) == "rwmh"
+    with pytest.raises(ValueError, match="method must be one of"):
+        resolve_method("slice", 2)
+    low = sample_posterior(jax.random.PRNGKey(8), MODEL, PRIOR, jnp.array([1.0, -0.5]), num_samples=4000)
+    assert 0.2 < float(low.acceptance_rate.mean()) < 0.45
+    dim = 10
+    prior = dist.Normal(jnp.zeros(dim), 1.0).to_event(1)
+    model = ExactLikelihood(lambda th, x: dist.Normal(th, SIGMA).log_prob(x).sum(), (dim,))
+    x = jnp.linspace(-1.5, 1.5, dim)
+    high = sample_posterior(jax.random.PRNGKey(9), model, prior, x)
+    assert 0.7 < float(high.acceptance_rate.mean()) < 0.97
+    var = SIGMA**2 / (1 + SIGMA**2)
+    assert_moments(high, np.asarray(x) / (1 + SIGMA**2), np.sqrt(var) * np.ones(dim))
+    assert np.all(np.asarray(high.rhat) < 1.01) and np.all(np.asarray(high.ess) > 2000)
