@@ -85,3 +85,23 @@ def test_bad_arguments_are_named():
         c2st(np.zeros((2, 10, 1)), np.zeros((3, 10, 1)), backend="jax")
     with pytest.raises(ValueError, match="finite"):
         c2st(np.full((10, 1), np.nan), x, backend="jax")
+
+
+def test_samples_that_cannot_be_z_scored_raise_instead_of_scoring_chance():
+    """Values that overflow X's standard deviation, a constant reference column, or z-scored
+    values beyond float32 for the jax backend (diverged MCMC chains at 1e38 did this): the
+    classifier would see NaN and score exactly 0.5 ("indistinguishable"), so c2st must refuse."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((100, 2))
+    huge = np.concatenate([x[:50], np.full((50, 2), 1e308)])  # std overflows in float64
+    with pytest.raises(ValueError, match="cannot be z-scored.*1e\\+308"):
+        c2st(huge, x, backend="jax")
+    constant = x.copy()
+    constant[:, 1] = 3.0
+    with pytest.raises(ValueError, match="constant column"):
+        c2st(constant, x, backend="jax")
+    assert c2st(constant, x + 10.0, backend="jax", z_score=False, max_iter=50) > 0.9
+    # finite in float64 but not in the jax backend's float32: the case of diverged float32 chains
+    far = np.concatenate([x[:50], np.full((50, 2), 1e39)])
+    with pytest.raises(ValueError, match="float32"):
+        c2st(x, far, backend="jax")

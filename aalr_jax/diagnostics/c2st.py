@@ -84,13 +84,23 @@ def c2st(X, Y, *, seed: int = 1, n_folds: int = 5, scoring: str = "accuracy", z_
     if not (np.isfinite(X).all() and np.isfinite(Y).all()):
         raise ValueError("X and Y must be finite")
     X, Y = (X, Y) if batched else (X[None], Y[None])
+    X_raw, Y_raw = X, Y
     if z_score:
-        mean, std = X.mean(1, keepdims=True), X.std(1, ddof=1, keepdims=True)
-        X, Y = (X - mean) / std, (Y - mean) / std
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            mean, std = X.mean(1, keepdims=True), X.std(1, ddof=1, keepdims=True)
+            X, Y = (X - mean) / std, (Y - mean) / std
+        if not (np.isfinite(X).all() and np.isfinite(Y).all()):  # else the classifier sees NaN: C2ST 0.5
+            raise ValueError(f"X and Y cannot be z-scored by X's mean and standard deviation: X has a constant "
+                             f"column or the values overflow (largest |value| {max(np.abs(X_raw).max(), np.abs(Y_raw).max()):.3g}); "
+                             "check the samples, or pass z_score=False")
     if noise_scale is not None:
         rng = np.random.default_rng(seed)
         X = X + noise_scale * rng.standard_normal(X.shape)
         Y = Y + noise_scale * rng.standard_normal(Y.shape)
+    if backend == "jax" and max(np.abs(X).max(), np.abs(Y).max()) > np.finfo(np.float32).max:
+        raise ValueError(f"the jax backend trains in float32, and the (z-scored) samples reach "
+                         f"{max(np.abs(X).max(), np.abs(Y).max()):.3g}; check the samples (diverged chains?) "
+                         "or use backend='sklearn'")
     score = _sklearn if backend == "sklearn" else _jax
     scores = score(X, Y, seed=seed, n_folds=n_folds, scoring=scoring, max_iter=int(max_iter))
     return scores if batched else float(scores[0])
