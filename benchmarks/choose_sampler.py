@@ -23,31 +23,37 @@ import numpy as np
 
 from aalr_jax import sample_posterior, tasks
 from aalr_jax.diagnostics import c2st
-from aalr_jax.sampling import ExactLikelihood
+from aalr_jax.sampling import DEFAULT_THIN, ExactLikelihood
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SEED = 31337
 
 
-def floor(task, method: str, xs, refs, key) -> tuple[np.ndarray, float, float]:
-    """C2ST per observation, mean acceptance and seconds of one batched exact-likelihood call."""
+def floor(task, sampler: str, xs, refs, key, c2st_batch: int) -> tuple[list, float, float]:
+    """C2ST per observation, mean acceptance and seconds of one batched exact-likelihood call.
+
+    ``sampler`` is a method, or ``method:thin`` (``hmc:3``); without a thin, the method's default.
+    """
+    method, _, thin = sampler.partition(":")
     model = ExactLikelihood(task.log_likelihood, task.x_shape)
     start = time.perf_counter()
-    post = sample_posterior(key, model, task.prior, xs, method=method, num_samples=refs.shape[1])
+    post = sample_posterior(key, model, task.prior, xs, method=method, num_samples=refs.shape[1],
+                            thin=int(thin) if thin else None)
     post.samples.block_until_ready()
     seconds = time.perf_counter() - start
-    return c2st(refs, np.asarray(post.samples), backend="jax"), float(post.acceptance_rate.mean()), seconds
+    ours = np.asarray(post.samples)
+    scores = [float(v) for i in range(0, len(refs), c2st_batch)
+              for v in np.atleast_1d(c2st(refs[i: i + c2st_batch], ours[i: i + c2st_batch], backend="jax"))]
+    return scores, float(post.acceptance_rate.mean()), seconds
 
 
 def markdown(rows) -> str:
-    lines = ["| task | observations | " + " | ".join(f"{m} C2ST" for m in ("rwmh", "hmc")) + " | chosen |",
-             "| --- | ---: | ---: | ---: | --- |"]
+    lines = ["| task | observations | sampler (thin) | C2ST mean | max | acceptance |",
+             "| --- | ---: | --- | ---: | ---: | ---: |"]
     for row in rows:
-        means = {m: row[m]["c2st_mean"] for m in ("rwmh", "hmc")}
-        lines.append(f"| {row['task']} | {row['observations']} | "
-                     + " | ".join(f"{row[m]['c2st_mean']:.3f} (max {max(row[m]['c2st']):.3f}, accept "
-                                  f"{row[m]['acceptance']:.2f})" for m in ("rwmh", "hmc"))
-                     + f" | {min(means, key=means.get)} |")
+        for sampler, r in row["samplers"].items():
+            lines.append(f"| {row['task']} | {row['observations']} | {sampler} ({r['thin']}) | {r['c2st_mean']:.3f} | "
+                         f"{max(r['c2st']):.3f} | {r['acceptance']:.2f} |")
     return "\n".join(lines) + "\n"
 
 
@@ -56,6 +62,8 @@ def main(argv=None):
     parser.add_argument("--tasks", default="two_moons,gaussian_mixture,slcp,sir,gaussian_linear,bernoulli_glm")
     parser.add_argument("--observations", type=int, default=4)
     parser.add_argument("--num-samples", type=int, default=10_000)
+    parser.add_argument("--samplers", default="rwmh,hmc", help="methods, or method:thin (e.g. hmc:1,hmc:3)")
+    parser.add_argument("--c2st-batch", type=int, default=1, help="observations per JAX C2ST call (4 on a GPU)")
     parser.add_argument("--output", default=os.path.join(HERE, "results", "choose_sampler.json"))
     args = parser.parse_args(argv)
     rows = []
@@ -69,12 +77,15 @@ def main(argv=None):
         xs = jax.vmap(task.simulator)(jax.random.split(jax.random.fold_in(key, 1), args.observations), theta)
         refs = np.stack([np.asarray(task.reference_posterior(jax.random.fold_in(key, 10 + i), xs[i], args.num_samples))
                          for i in range(args.observations)])
-        row = dict(task=name, observations=args.observations)
-        for method in ("rwmh", "hmc"):
-            scores, accept, seconds = floor(task, method, xs, refs, jax.random.fold_in(key, 2))
-            row[method] = dict(c2st=[float(s) for s in scores], c2st_mean=float(np.mean(scores)),
-                               acceptance=accept, sample_seconds=seconds)
-            print(f"{name:18s} {method:5s} C2ST {np.round(scores, 3)} mean {np.mean(scores):.3f}  "
+        old = next((r for r in rows if r["task"] == name and r["observations"] == args.observations), {})
+        row = dict(task=name, observations=args.observations, samplers=dict(old.get("samplers", {})))
+        for sampler in args.samplers.split(","):
+            scores, accept, seconds = floor(task, sampler, xs, refs, jax.random.fold_in(key, 2), args.c2st_batch)
+            method, _, thin = sampler.partition(":")
+            row["samplers"][sampler] = dict(c2st=scores, c2st_mean=float(np.mean(scores)), acceptance=accept,
+                                            thin=int(thin) if thin else DEFAULT_THIN[method], sample_seconds=seconds,
+                                            device=jax.devices()[0].device_kind)
+            print(f"{name:18s} {sampler:7s} C2ST {np.round(scores, 3)} mean {np.mean(scores):.3f}  "
                   f"accept {accept:.2f}  {seconds:.0f} s", flush=True)
         rows = [r for r in rows if r["task"] != name] + [row]
         meta = dict(device=jax.devices()[0].device_kind, cpu_count=os.cpu_count(), jax=jax.__version__, seed=SEED,
