@@ -9,9 +9,9 @@ from importlib.metadata import PackageNotFoundError, version
 from aalr_jax import priors, tasks
 from aalr_jax.data import SimulationBank, simulate, split_bank
 from aalr_jax.io import load_estimator, save_estimator
-from aalr_jax.nn import NetworkConfig, RatioEstimator
+from aalr_jax.nn import NetworkConfig, RatioEnsemble, RatioEstimator
 from aalr_jax.sampling import ExactLikelihood, PosteriorSamples, sample_posterior
-from aalr_jax.train import FitResult, TrainHistory, fit
+from aalr_jax.train import EnsembleFitResult, FitResult, TrainHistory, fit, fit_ensemble
 
 try:
     __version__ = version("aalr-jax")
@@ -19,14 +19,17 @@ except PackageNotFoundError:  # running from a source tree without installation
     __version__ = "0.0.0+unknown"
 
 __all__ = [
+    "EnsembleFitResult",
     "ExactLikelihood",
     "FitResult",
     "NetworkConfig",
     "PosteriorSamples",
+    "RatioEnsemble",
     "RatioEstimator",
     "SimulationBank",
     "TrainHistory",
     "fit",
+    "fit_ensemble",
     "load_estimator",
     "priors",
     "sample_posterior",

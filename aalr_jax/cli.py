@@ -29,7 +29,7 @@ import aalr_jax
 from aalr_jax import diagnostics, io, plotting, priors, tasks
 from aalr_jax.data import load_bank, save_bank, simulate
 from aalr_jax.sampling import DEFAULT_THIN, METHODS, resolve_method, sample_posterior
-from aalr_jax.train import fit
+from aalr_jax.train import fit, fit_ensemble
 
 __all__ = ["build_parser", "load_observation", "main"]
 
@@ -87,6 +87,8 @@ def _add_training_options(parser) -> None:
                        help="simulations per minibatch (default: n_train // 16 clipped to [64, 512])")
     group.add_argument("--hidden", type=_widths, default=(128, 128, 128), metavar="W1,W2,...",
                        help="widths of the network's hidden layers (default: 128,128,128)")
+    group.add_argument("--ensemble", type=_positive_int, default=1, metavar="M",
+                       help="train M networks on one split and average their logits (default: %(default)s)")
 
 
 def _add_sampling_options(parser) -> None:
@@ -107,7 +109,7 @@ def _add_sampling_options(parser) -> None:
     group.add_argument("--num-warmup", type=_non_negative_int, default=500, metavar="W",
                        help="adaptation steps per chain, discarded (default: %(default)s)")
     group.add_argument("--thin", type=_positive_int, default=None, metavar="K",
-                       help="keep every K-th MCMC step after warm-up (default: 10 for rwmh, 1 for hmc and nuts)")
+                       help="keep every K-th MCMC step after warm-up (default: 10 for rwmh, 3 for hmc, 1 for nuts)")
 
 
 def _add_common_options(parser) -> None:
@@ -304,10 +306,16 @@ def _training_record(history) -> dict:
 def _train(args, bank, task_name, timings) -> tuple:
     """Fit an estimator and build its metadata."""
     with _phase(args, timings, "train", f"training on {bank.num_simulations} simulations"):
-        result = fit(_key(args, "train"), bank, hidden_features=args.hidden, batch_size=args.batch_size,
-                     max_epochs=args.max_epochs, patience=args.patience, progress=not args.quiet)
+        options = dict(hidden_features=args.hidden, batch_size=args.batch_size, max_epochs=args.max_epochs,
+                       patience=args.patience, progress=not args.quiet)
+        if args.ensemble == 1:
+            result = fit(_key(args, "train"), bank, **options)
+            training = _training_record(result.history)
+        else:
+            result = fit_ensemble(_key(args, "train"), bank, args.ensemble, **options)
+            training = {"num_members": args.ensemble, "validation_loss": _json_number(result.validation_loss),
+                        "members": [_training_record(h) for h in result.histories]}
         jax.block_until_ready(result.estimator)
-    training = _training_record(result.history)
     metadata = {"task": task_name, "num_simulations": bank.num_simulations, "seed": args.seed, "training": training}
     return result.estimator, metadata
 
@@ -425,8 +433,12 @@ def _cmd_train(args) -> int:
     estimator, metadata = _train(args, bank, args.task, {})
     io.save_estimator(args.output, estimator, metadata=metadata)
     t = metadata["training"]
-    print(f"{PROG}: trained {t['epochs']} epochs (best {t['best_epoch']}, validation loss "
-          f"{t['best_validation_loss']:.4f}); wrote {os.path.abspath(args.output)}")
+    if "members" in t:
+        epochs = ", ".join(str(m["epochs"]) for m in t["members"])
+        done = f"trained {t['num_members']} members ({epochs} epochs), ensemble validation loss {t['validation_loss']:.4f}"
+    else:
+        done = f"trained {t['epochs']} epochs (best {t['best_epoch']}, validation loss {t['best_validation_loss']:.4f})"
+    print(f"{PROG}: {done}; wrote {os.path.abspath(args.output)}")
     return 0
 
 

@@ -19,6 +19,10 @@ File format (format name ``"aalr_jax.estimator"``, version 1): a NumPy ``.npz`` 
         "metadata": {...}          # the user's JSON-serialisable dict ({} when none)
       }
 
+A :class:`aalr_jax.nn.RatioEnsemble` of M members is written as version 2: each member's arrays
+under ``members/<m>/`` (``members/0/params/head/out/bias``, ``members/0/standardization/x_loc``,
+...) and ``"num_members": M`` in the header; version-1 readers refuse it with an upgrade message.
+
 Arrays are stored as host NumPy arrays, so an estimator trained on a GPU loads on a CPU. Loading
 rebuilds the network from ``config`` and checks every array against it (names, shapes, dtypes,
 finiteness); any problem is a :class:`ValueError` naming the file and what is wrong. Files are
@@ -37,12 +41,12 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from aalr_jax.nn import NetworkConfig, RatioEstimator, RatioNetwork, Standardization
+from aalr_jax.nn import NetworkConfig, RatioEnsemble, RatioEstimator, RatioNetwork, Standardization
 
 __all__ = ["FORMAT_NAME", "FORMAT_VERSION", "load_estimator", "load_metadata", "save_estimator"]
 
 FORMAT_NAME = "aalr_jax.estimator"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 1: one estimator; 2: adds ensembles
 HEADER_KEY = "__aalr_jax__"
 _STD_KEYS = {f: f"standardization/{f}" for f in Standardization._fields}
 
@@ -86,6 +90,7 @@ def _config_from_json(cfg: Any) -> NetworkConfig:
     if not isinstance(cfg, dict):
         raise ValueError(f"config must be an object, got {type(cfg).__name__}")
     cfg = dict(cfg)
+    cfg.setdefault("theta_bound", None)  # files from before the bounded θ input fed z(θ) as is
     for name in ("x_shape", "hidden_features"):
         if name in cfg:
             value = cfg[name]
@@ -147,8 +152,18 @@ def _check_arrays(arrays: dict[str, np.ndarray], config: NetworkConfig, source: 
 # ---------------------------------------------------------------- saving
 
 
-def save_estimator(path: str | os.PathLike, estimator: RatioEstimator, *, metadata: dict | None = None) -> None:
-    """Write ``estimator`` (and optional JSON-serialisable ``metadata``) to one ``.npz`` file.
+def _estimator_arrays(estimator: RatioEstimator) -> dict[str, np.ndarray]:
+    """Host NumPy arrays of one estimator, keyed as in the file (``params/...``, ``standardization/...``)."""
+    host = jax.device_get  # device arrays -> host NumPy, whatever device they live on
+    arrays = {
+        _param_key(p): np.asarray(host(leaf))
+        for p, leaf in jax.tree_util.tree_leaves_with_path(estimator.params)
+    }
+    return arrays | {_STD_KEYS[f]: np.asarray(host(v)) for f, v in estimator.standardization._asdict().items()}
+
+
+def save_estimator(path: str | os.PathLike, estimator, *, metadata: dict | None = None) -> None:
+    """Write ``estimator`` (a RatioEstimator or RatioEnsemble; optional JSON-serialisable ``metadata``) to one ``.npz`` file.
 
     ``path`` is used as given (no ``.npz`` is appended). The write is atomic: an existing file is
     replaced only once the new one is complete. See the module docstring for the format.
@@ -158,8 +173,8 @@ def save_estimator(path: str | os.PathLike, estimator: RatioEstimator, *, metada
             JSON-serialisable dict.
         ValueError: the parameters do not match ``estimator.config`` or are not finite.
     """
-    if not isinstance(estimator, RatioEstimator):
-        raise TypeError(f"estimator must be a RatioEstimator, got {type(estimator).__name__}")
+    if not isinstance(estimator, (RatioEstimator, RatioEnsemble)):
+        raise TypeError(f"estimator must be a RatioEstimator or RatioEnsemble, got {type(estimator).__name__}")
     metadata = {} if metadata is None else metadata
     if not isinstance(metadata, dict):
         raise TypeError(f"metadata must be a dict or None, got {type(metadata).__name__}")
@@ -168,23 +183,25 @@ def save_estimator(path: str | os.PathLike, estimator: RatioEstimator, *, metada
     except (TypeError, ValueError) as e:
         raise TypeError(f"metadata must be JSON-serialisable: {e}") from e
 
-    host = jax.device_get  # device arrays -> host NumPy, whatever device they live on
-    arrays = {
-        _param_key(p): np.asarray(host(leaf))
-        for p, leaf in jax.tree_util.tree_leaves_with_path(estimator.params)
-    }
-    arrays |= {_STD_KEYS[f]: np.asarray(host(v)) for f, v in estimator.standardization._asdict().items()}
     config = estimator.config
-    _check_arrays(arrays, config, "estimator")
+    if isinstance(estimator, RatioEnsemble):
+        members = [_estimator_arrays(estimator.member(m)) for m in range(estimator.num_members)]
+        arrays = {f"members/{m}/{k}": a for m, member in enumerate(members) for k, a in member.items()}
+        extra = {"format_version": 2, "num_members": len(members)}
+    else:
+        members = [_estimator_arrays(estimator)]
+        arrays, extra = members[0], {"format_version": 1}
+    for m, member in enumerate(members):
+        _check_arrays(member, config, "estimator" if len(members) == 1 else f"ensemble member {m}")
 
     header = {
         "format": FORMAT_NAME,
-        "format_version": FORMAT_VERSION,
+        **extra,
         "aalr_jax_version": _package_version(),
         "config": config._asdict(),
         "params": [
             {"key": k, "shape": list(a.shape), "dtype": a.dtype.name}
-            for k, a in arrays.items()
+            for k, a in members[0].items()
             if k.startswith("params/")
         ],
         "metadata": metadata,
@@ -262,8 +279,8 @@ def load_metadata(path: str | os.PathLike) -> dict:
     return _parse_header(_read_npz(path, {HEADER_KEY})[HEADER_KEY], path)
 
 
-def load_estimator(path: str | os.PathLike) -> RatioEstimator:
-    """Load an estimator written by :func:`save_estimator`, on the default JAX device.
+def load_estimator(path: str | os.PathLike) -> RatioEstimator | RatioEnsemble:
+    """Load an estimator (or ensemble) written by :func:`save_estimator`, on the default JAX device.
 
     Raises:
         FileNotFoundError: ``path`` does not exist.
@@ -276,8 +293,25 @@ def load_estimator(path: str | os.PathLike) -> RatioEstimator:
         config = _config_from_json(header.get("config"))
     except ValueError as e:
         raise ValueError(f"{path}: invalid network config {header.get('config')!r}: {e}") from e
-    _check_arrays(arrays, config, path)
+    num_members = header.get("num_members")
+    if num_members is None:
+        return _build(arrays, config, path)
+    if isinstance(num_members, bool) or not isinstance(num_members, int) or num_members < 1:
+        raise ValueError(f"{path}: num_members must be a positive integer, got {num_members!r}")
+    prefixes = [f"members/{m}/" for m in range(num_members)]
+    stray = sorted(k for k in arrays if k != HEADER_KEY and not k.startswith(tuple(prefixes)))
+    if stray:
+        raise ValueError(f"{path}: unexpected arrays {stray} for an ensemble of {num_members} members")
+    return RatioEnsemble.stack([
+        _build({k[len(prefix):]: a for k, a in arrays.items() if k.startswith(prefix)}, config,
+               f"{path} (ensemble member {m})")
+        for m, prefix in enumerate(prefixes)
+    ])
 
+
+def _build(arrays: dict[str, np.ndarray], config: NetworkConfig, source: str) -> RatioEstimator:
+    """A checked :class:`RatioEstimator` from one estimator's arrays."""
+    _check_arrays(arrays, config, source)
     params = jax.tree_util.tree_map_with_path(
         lambda p, _: jnp.asarray(arrays[_param_key(p)]), _template(config)
     )

@@ -5,6 +5,9 @@ Each epoch shuffles the training bank, cuts it into ``n_train // batch_size`` mi
 the optimizer over them inside one compiled call. After each epoch the validation loss is computed
 on the held-out bank with a fixed pairing; the parameters with the lowest validation loss are kept,
 and training stops after ``patience`` epochs without improvement (or at ``max_epochs``).
+
+:func:`fit_ensemble` trains M such estimators on one training/validation split, each from its own
+initialisation and minibatch order, and averages their logits (:class:`aalr_jax.nn.RatioEnsemble`).
 """
 
 from __future__ import annotations
@@ -21,9 +24,10 @@ from tqdm.auto import tqdm
 
 from aalr_jax.data import SimulationBank, split_bank
 from aalr_jax.losses import estimator_loss
-from aalr_jax.nn import NetworkConfig, RatioEstimator, init_estimator, standardization_from
+from aalr_jax.nn import NetworkConfig, RatioEnsemble, RatioEstimator, init_estimator, standardization_from
 
-__all__ = ["FitResult", "TrainHistory", "TrainState", "build_epoch", "evaluate", "fit"]
+__all__ = ["EnsembleFitResult", "FitResult", "TrainHistory", "TrainState", "build_epoch", "evaluate", "fit",
+           "fit_ensemble"]
 
 
 class TrainState(NamedTuple):
@@ -46,6 +50,14 @@ class TrainHistory(NamedTuple):
 class FitResult(NamedTuple):
     estimator: RatioEstimator
     history: TrainHistory
+
+
+class EnsembleFitResult(NamedTuple):
+    """The ensemble, each member's history, and the ensemble's loss on the shared validation bank."""
+
+    estimator: RatioEnsemble
+    histories: tuple
+    validation_loss: float
 
 
 def build_epoch(optimizer: optax.GradientTransformation, batch_size: int, balance: float = 0.0):
@@ -107,6 +119,20 @@ def evaluate(estimator: RatioEstimator, bank: SimulationBank, batch_size: int = 
     return sum(totals) / sum(weights)
 
 
+def _checked_bank(bank) -> SimulationBank:
+    """``bank`` as float32 arrays, or a ``ValueError`` saying what is wrong with it."""
+    if not isinstance(bank, SimulationBank):
+        bank = SimulationBank(*bank)
+    theta, x = jnp.asarray(bank.theta, jnp.float32), jnp.asarray(bank.x, jnp.float32)
+    if theta.ndim != 2 or x.ndim < 2 or theta.shape[0] != x.shape[0]:
+        raise ValueError(
+            f"bank must hold theta (n, d) and x (n, ...) with the same n, got {theta.shape} and {x.shape}"
+        )
+    if not (bool(jnp.isfinite(theta).all()) and bool(jnp.isfinite(x).all())):
+        raise ValueError("bank contains non-finite values; simulate(..., on_invalid='drop') removes them")
+    return SimulationBank(theta, x)
+
+
 def fit(
     rng_key: jax.Array,
     bank: SimulationBank,
@@ -115,6 +141,7 @@ def fit(
     activation: str = "selu",
     embedding: str = "flatten",
     embedding_features: int = 64,
+    theta_bound: float | None = 10.0,
     optimizer: optax.GradientTransformation | None = None,
     learning_rate: float | None = None,
     batch_size: int | None = None,
@@ -130,7 +157,7 @@ def fit(
     Args:
         rng_key: PRNG key (initialisation, split, shuffling).
         bank: ``SimulationBank(theta (n, d), x (n, *x_shape))``.
-        hidden_features, activation, embedding, embedding_features: the network (see
+        hidden_features, activation, embedding, embedding_features, theta_bound: the network (see
             :class:`aalr_jax.nn.NetworkConfig`; e.g. ``embedding="cnn"`` for images).
         optimizer: any ``optax.GradientTransformation``; default AdamW without weight decay
             (weight decay over-broadens posteriors, Hermans et al. 2020) whose learning rate
@@ -150,15 +177,7 @@ def fit(
     Returns:
         ``FitResult(estimator, history)``; the estimator holds the best-validation parameters.
     """
-    if not isinstance(bank, SimulationBank):
-        bank = SimulationBank(*bank)
-    theta, x = jnp.asarray(bank.theta, jnp.float32), jnp.asarray(bank.x, jnp.float32)
-    if theta.ndim != 2 or x.ndim < 2 or theta.shape[0] != x.shape[0]:
-        raise ValueError(
-            f"bank must hold theta (n, d) and x (n, ...) with the same n, got {theta.shape} and {x.shape}"
-        )
-    if not (bool(jnp.isfinite(theta).all()) and bool(jnp.isfinite(x).all())):
-        raise ValueError("bank contains non-finite values; simulate(..., on_invalid='drop') removes them")
+    theta, x = _checked_bank(bank)
     for name, value in (("max_epochs", max_epochs), ("patience", patience)) + (
         (("batch_size", batch_size),) if batch_size is not None else ()
     ):
@@ -194,6 +213,7 @@ def fit(
         activation=activation,
         embedding=embedding,
         embedding_features=int(embedding_features),
+        theta_bound=theta_bound,
     )
     estimator = init_estimator(key_init, config, standardization_from(train.theta, train.x))
     if optimizer is None:
@@ -228,3 +248,51 @@ def fit(
         seconds=time.perf_counter() - start,
     )
     return FitResult(best, history)
+
+
+def fit_ensemble(
+    rng_key: jax.Array,
+    bank: SimulationBank,
+    num_members: int = 4,
+    *,
+    validation_fraction: float = 0.1,
+    validation_bank: SimulationBank | None = None,
+    progress: bool = True,
+    **fit_kwargs,
+) -> EnsembleFitResult:
+    """Train ``num_members`` estimators with :func:`fit` and average their logits.
+
+    All members train on the same split of ``bank`` (held out once, with ``validation_fraction``,
+    unless ``validation_bank`` is given) and differ in initialisation and minibatch order: member
+    ``m`` gets the key ``fold_in(rng_key, m)``. Averaging lowers the variance of the learned
+    log-ratio; on fresh gaussian_linear data (10^5 simulations, ``benchmarks/tune_defaults.py``)
+    four members cut the excess test loss over the Bayes loss from 0.025 to 0.010.
+
+    Args:
+        rng_key: PRNG key.
+        bank: ``SimulationBank(theta (n, d), x (n, *x_shape))``.
+        num_members: M, a positive integer.
+        validation_fraction, validation_bank: the held-out data, as in :func:`fit`.
+        progress: show progress bars (members, and each member's epochs).
+        **fit_kwargs: any other argument of :func:`fit` (network, optimizer, epochs...).
+
+    Returns:
+        ``EnsembleFitResult(estimator, histories, validation_loss)``: a
+        :class:`aalr_jax.nn.RatioEnsemble`, M :class:`TrainHistory`, and the ensemble's mean AALR
+        loss on the validation bank.
+    """
+    if isinstance(num_members, bool) or int(num_members) != num_members or num_members < 1:
+        raise ValueError(f"num_members must be a positive integer, got {num_members!r}")
+    bank = _checked_bank(bank)
+    key_split, key_members = jax.random.split(rng_key)
+    if validation_bank is None:
+        bank, validation_bank = split_bank(key_split, bank, validation_fraction)
+    validation_bank = _checked_bank(validation_bank)
+    members, histories = [], []
+    for m in tqdm(range(int(num_members)), desc="ensemble", unit="member", disable=not progress):
+        result = fit(jax.random.fold_in(key_members, m), bank, validation_bank=validation_bank,
+                     progress=progress, **fit_kwargs)
+        members.append(result.estimator)
+        histories.append(result.history)
+    ensemble = RatioEnsemble.stack(members)
+    return EnsembleFitResult(ensemble, tuple(histories), evaluate(ensemble, validation_bank))

@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -241,3 +242,23 @@ def test_an_iid_default_observation_without_iid_says_how(tmp_path, capsys):
     code, err = _error(["run", "--task", "weinberg", "--output", tmp_path / "out", "--quiet"], capsys)
     assert code == 2 and "(100, 1)" in err and "pass --iid" in err
     assert not (tmp_path / "out").exists()
+
+
+def test_train_an_ensemble_then_sample_with_it(trained, tmp_path, capsys):
+    """--ensemble 2: the file holds two members (each the network `train` makes alone), the run
+    records each member's training, and `sample` reads the ensemble back."""
+    estimator = tmp_path / "ensemble.npz"
+    out, _ = _run_ok(["train", "--bank", trained.parent / "bank.npz", "--output", estimator, "--task", "two_moons",
+                      *TRAINING, "--ensemble", "2", "--quiet"], capsys)
+    assert "trained 2 members" in out
+    meta = io.load_metadata(estimator)
+    training = meta["metadata"]["training"]
+    assert meta["num_members"] == 2 and training["num_members"] == 2 and len(training["members"]) == 2
+    assert training["validation_loss"] < 2 * math.log(2)  # below chance (2 log 2): the ensemble learned
+    ensemble = io.load_estimator(estimator)
+    theta, x = jnp.array([[0.1, 0.2]]), jnp.array([[0.0, -0.1]])
+    members = [float(ensemble.member(m).log_ratio(theta, x)[0]) for m in range(2)]
+    assert members[0] != members[1]
+    np.testing.assert_allclose(float(ensemble.log_ratio(theta, x)[0]), np.mean(members), rtol=1e-5)
+    _run_ok(["sample", "--estimator", estimator, *SAMPLER, "--output", tmp_path / "s"], capsys)
+    assert np.isfinite(np.load(tmp_path / "s" / "samples.npz")["samples"]).all()

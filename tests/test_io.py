@@ -1,5 +1,6 @@
 """Tests of saving and loading estimators (aalr_jax.io)."""
 
+import dataclasses
 import json
 import os
 import zipfile
@@ -11,7 +12,7 @@ import pytest
 
 import aalr_jax
 from aalr_jax import io
-from aalr_jax.nn import NetworkConfig, RatioEstimator, Standardization, init_estimator
+from aalr_jax.nn import NetworkConfig, RatioEnsemble, RatioEstimator, Standardization, init_estimator
 
 CONFIG = NetworkConfig(theta_dim=3, x_shape=(4,), hidden_features=(16, 16))
 
@@ -191,7 +192,7 @@ def test_unreadable_json(saved):
 @pytest.mark.parametrize(
     "changes, match",
     [
-        ({"format_version": 2}, "newer than the supported version 1"),
+        ({"format_version": 3}, "newer than the supported version 2"),
         ({"format_version": "1"}, "invalid format_version"),
         ({"format": "something.else"}, "unknown format"),
         ({"config": {"theta_dim": 3, "x_shape": [4], "activation": "nope"}}, "invalid network config"),
@@ -254,3 +255,57 @@ def test_bad_standardization(saved):
     _write(saved, arrays)
     with pytest.raises(ValueError, match="x_scale"):
         io.load_estimator(saved)
+
+
+# ---------------------------------------------------------------- ensembles
+
+
+def test_ensemble_round_trip_and_checks(tmp_path, estimator):
+    other = init_estimator(jax.random.PRNGKey(2), CONFIG, estimator.standardization)
+    ensemble = RatioEnsemble.stack([estimator, other])
+    path = tmp_path / "ensemble.npz"
+    io.save_estimator(path, ensemble, metadata={"task": "toy"})
+    meta = io.load_metadata(path)
+    assert meta["format_version"] == 2 and meta["num_members"] == 2 and meta["metadata"] == {"task": "toy"}
+    loaded = io.load_estimator(path)
+    assert isinstance(loaded, RatioEnsemble) and loaded.num_members == 2
+    theta, x = jnp.ones((5, 3)), jnp.linspace(-1, 1, 20).reshape(5, 4)
+    expected = (estimator.log_ratio(theta, x) + other.log_ratio(theta, x)) / 2  # the mean member logit
+    np.testing.assert_allclose(loaded.log_ratio(theta, x), expected, rtol=1e-6)
+    np.testing.assert_array_equal(loaded.member(1).log_ratio(theta, x), other.log_ratio(theta, x))
+    arrays = _arrays(path)
+    _write(path, _with_header(arrays, num_members=3))
+    with pytest.raises(ValueError, match=r"ensemble member 2\): missing arrays"):
+        io.load_estimator(path)
+    _write(path, _with_header(arrays, num_members=1))
+    with pytest.raises(ValueError, match=r"unexpected arrays \['members/1/"):
+        io.load_estimator(path)
+    bad = dict(arrays)
+    bad["members/1/params/head/out/bias"] = np.full_like(bad["members/1/params/head/out/bias"], np.nan)
+    _write(path, bad)
+    with pytest.raises(ValueError, match=r"ensemble member 1\): non-finite"):
+        io.load_estimator(path)
+
+
+def test_ensemble_members_must_share_a_config(estimator):
+    small = init_estimator(jax.random.PRNGKey(3), CONFIG._replace(hidden_features=(8,)), estimator.standardization)
+    with pytest.raises(ValueError, match="share one network config"):
+        RatioEnsemble.stack([estimator, small])
+    with pytest.raises(TypeError, match="non-empty sequence of RatioEstimator"):
+        RatioEnsemble.stack([])
+
+
+def test_files_without_theta_bound_load_unbounded(saved, estimator):
+    """Estimator files written before the bounded θ input have no ``theta_bound``: they were
+    trained on z(θ) as is, so they load with ``theta_bound=None`` and keep their log-ratios."""
+    arrays = _arrays(saved)
+    header = json.loads(arrays["__aalr_jax__"].tobytes())
+    assert header["config"]["theta_bound"] == 10.0
+    del header["config"]["theta_bound"]
+    _write(saved, _with_header(arrays, config=header["config"]))
+    loaded = io.load_estimator(saved)
+    assert loaded.config.theta_bound is None
+    theta, x = jnp.array([[0.5, -1.0, 40.0]]), jnp.ones((1, 4))
+    unbounded = dataclasses.replace(estimator, config=estimator.config._replace(theta_bound=None))
+    np.testing.assert_allclose(loaded.log_ratio(theta, x), unbounded.log_ratio(theta, x), rtol=1e-6)
+    assert not np.allclose(loaded.log_ratio(theta, x), estimator.log_ratio(theta, x))  # z = 40 is bounded

@@ -6,7 +6,7 @@ import numpy as np
 import optax
 import pytest
 
-from aalr_jax import fit, sample_posterior, simulate, tasks
+from aalr_jax import fit, fit_ensemble, sample_posterior, simulate, tasks
 from aalr_jax.data import SimulationBank
 from aalr_jax.losses import aalr_loss, balance_penalty, repair
 from aalr_jax.tasks import gaussian_linear
@@ -60,6 +60,38 @@ def test_end_to_end_gaussian_linear_posterior(gl3):
             assert np.all(np.abs(s.mean(0) - np.asarray(mean)) < 0.2 * std), (method, s.mean(0), mean)
             np.testing.assert_allclose(s.std(0), std, rtol=0.2)
             assert np.all(np.asarray(r.rhat) < 1.01)
+
+
+def test_ensemble_averages_members_and_recovers_the_posterior(gl3):
+    """Three members on one split: the ensemble's logit is their mean, its validation loss is that
+    of the mean logit, it matches the exact log-ratio, and its posterior is the analytic one."""
+    task, bank, _ = gl3
+    result = fit_ensemble(jax.random.PRNGKey(2), bank, 3, max_epochs=60, patience=10, progress=False)
+    ensemble = result.estimator
+    assert ensemble.num_members == 3 and len(result.histories) == 3
+    test = simulate(jax.random.PRNGKey(7), task, 2000, progress=False)
+    members = np.stack([np.asarray(ensemble.member(m).log_ratio(test.theta, test.x)) for m in range(3)])
+    assert np.ptp(members, axis=0).mean() > 1e-3  # the members differ
+    np.testing.assert_allclose(ensemble.log_ratio(test.theta, test.x), members.mean(0), rtol=1e-5, atol=1e-5)
+    # every member was selected on the same validation bank, the one the ensemble is scored on
+    from aalr_jax.data import split_bank
+    _, val = split_bank(jax.random.split(jax.random.PRNGKey(2))[0], bank, 0.1)
+    for m, history in enumerate(result.histories):
+        np.testing.assert_allclose(evaluate(ensemble.member(m), val), history.validation_loss.min(), rtol=1e-5)
+    np.testing.assert_allclose(result.validation_loss, evaluate(ensemble, val), rtol=1e-6)
+    theta, x = np.asarray(test.theta), np.asarray(test.x)
+    exact = (-((x - theta) ** 2).sum(1) / 0.2 + (x**2).sum(1) / 0.4) + 1.5 * np.log(2.0)
+    assert np.median(np.abs(exact - np.asarray(ensemble.log_ratio(test.theta, test.x)))) < 0.3
+    x_obs = jnp.array([0.3, -0.4, 0.1])
+    mean, cov = gaussian_linear.analytic_posterior(x_obs)
+    std = np.sqrt(np.diag(np.asarray(cov)))
+    r = sample_posterior(jax.random.PRNGKey(4), ensemble, task.prior, x_obs, num_samples=5000, num_chains=20,
+                         num_warmup=300)
+    s = np.asarray(r.samples)
+    assert np.all(np.abs(s.mean(0) - np.asarray(mean)) < 0.2 * std)
+    np.testing.assert_allclose(s.std(0), std, rtol=0.2)
+    with pytest.raises(ValueError, match="num_members must be a positive integer"):
+        fit_ensemble(jax.random.PRNGKey(0), bank, 0)
 
 
 def test_early_stopping_keeps_best_parameters(gl3):
