@@ -34,9 +34,9 @@ import numpy as np
 from tqdm.auto import tqdm
 
 import aalr_jax
-from aalr_jax import fit, sample_posterior, simulate, tasks
+from aalr_jax import fit, fit_ensemble, sample_posterior, simulate, tasks
 from aalr_jax.diagnostics import c2st
-from aalr_jax.sampling import resolve_method
+from aalr_jax.sampling import DEFAULT_THIN, resolve_method
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SHARED = os.path.join(HERE, "..", "..", "shared", "sbibm_results")
@@ -51,6 +51,7 @@ NPE_TARGET_TASKS = ("two_moons", "gaussian_linear", "gaussian_mixture")
 SBIBM_TASKS = ["two_moons", "gaussian_linear", "gaussian_linear_uniform", "gaussian_mixture", "slcp",
                "slcp_distractors", "bernoulli_glm", "bernoulli_glm_raw", "sir", "lotka_volterra"]
 JAX_MARK = "ᴶ"
+BOUND_MARK = "ᵇ"
 BUDGET_LABEL = {1000: "10³", 10_000: "10⁴", 100_000: "10⁵"}
 
 
@@ -74,7 +75,8 @@ def read_csv(wheel: zipfile.ZipFile, name: str) -> np.ndarray:
 
 
 # sbibm keeps slcp_distractors' observations beside slcp's, whose reference posterior they share
-OBSERVATION_FILES = {"slcp_distractors": ("slcp", "observation_distractors.csv")}
+OBSERVATION_FILES = {"slcp_distractors": ("slcp", "observation_distractors.csv"),
+                     "bernoulli_glm_raw": ("bernoulli_glm", "observation_raw.csv")}
 
 
 def sbibm_observation(wheel, task: str, i: int):
@@ -133,16 +135,19 @@ def markdown(rows: list[dict], meta: dict) -> str:
     lines = [f"{meta.get('num_samples')} samples per observation, seed {meta.get('seed')}. Machines (timings differ):"]
     lines += [f"- {marks[m] or 'unmarked'}: {m[0]} ({m[1]} CPU cores), jax {m[2]}" for m in machines] + [
              "",
-             "| task | sims | AALR (ours) | sampler | NRE | NRE-C | NPE | sbi NRE_A | targets | simulate s | train s | sample s | C2ST s |",
+             "| task | sims | AALR (ours) | sampler, nets | NRE | NRE-C | NPE | sbi NRE_A | targets | simulate s | train s | sample s | C2ST s |",
              "| --- | ---: | ---: | --- | ---: | ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: |"]
     order = {name: i for i, name in enumerate(SBIBM_TASKS)}
     for row in sorted(rows, key=lambda r: (order.get(r["task"], 99), r["num_simulations"])):
         pub, sec = row["published"], row["seconds"]
         lines.append(
             f"| {row['task']} | {row['num_simulations']:,}{marks[row['device'], row['cpu_count'], row['jax']]} | {row['c2st_mean']:.3f} ± {row['c2st_std']:.3f}"
-            f"{JAX_MARK if row.get('c2st_backend') == 'jax' else ''} | {row['method']} | "
+            f"{JAX_MARK if row.get('c2st_backend') == 'jax' else ''}{BOUND_MARK if row.get('theta_bound') else ''} | {row['method']} thin {row['thin']}, {row.get('members', 1)} | "
             f"{fmt(pub.get('NRE'))} | {fmt(pub.get('NRE-C'))} | {fmt(pub.get('NPE'))} | {fmt(pub.get('sbi NRE_A'))} | {', '.join(targets(row))} | "
             + " | ".join(f"{sec[k]:.0f}" for k in ("simulate", "train", "sample", "c2st")) + " |")
+    if any(row.get("theta_bound") for row in rows):
+        lines += ["", f"{BOUND_MARK} network with the bounded θ input (theta_bound=10, the default since it was added); "
+                  "the other rows were trained before it, on z(θ) as is."]
     if any(row.get("c2st_backend") == "jax" for row in rows):
         lines += ["", f"{JAX_MARK} C2ST by the JAX backend of `aalr_jax.diagnostics.c2st` (sbibm's classifier, folds "
                   "and stopping rule re-implemented in JAX); the other rows by scikit-learn, as sbibm."]
@@ -158,7 +163,11 @@ def run_one(task_name: str, budget: int, observations, wheel, args) -> dict:
                     on_invalid="drop" if task_name in ("sir", "lotka_volterra") else "raise")
     times["simulate"] = time.perf_counter() - start
     start = time.perf_counter()
-    estimator, history = fit(jax.random.fold_in(key, 1), bank, progress=not args.quiet)
+    if args.ensemble == 1:
+        estimator, history = fit(jax.random.fold_in(key, 1), bank, progress=not args.quiet)
+        histories = [history]
+    else:
+        estimator, histories, _ = fit_ensemble(jax.random.fold_in(key, 1), bank, args.ensemble, progress=not args.quiet)
     times["train"] = time.perf_counter() - start
     data = [sbibm_observation(wheel, task_name, i) for i in observations]
     # "auto": RWMH up to 4-D, HMC beyond, as chosen on exact likelihoods (benchmarks/choose_sampler.py)
@@ -185,7 +194,8 @@ def run_one(task_name: str, budget: int, observations, wheel, args) -> dict:
     return dict(task=task_name, num_simulations=budget, observations=list(observations),
                 c2st=scores, c2st_backend=args.c2st_backend, c2st_mean=float(np.mean(scores)), c2st_std=float(np.std(scores)),
                 method=method, device=jax.devices()[0].device_kind, cpu_count=os.cpu_count(), jax=jax.__version__,
-                epochs=len(history.train_loss), best_epoch=history.best_epoch,
+                thin=DEFAULT_THIN[method], members=args.ensemble, theta_bound=estimator.config.theta_bound, epochs=[len(h.train_loss) for h in histories],
+                best_epoch=[h.best_epoch for h in histories],
                 acceptance=float(np.mean(post.acceptance_rate)), seconds=times,
                 published=published(task_name, budget))
 
@@ -217,6 +227,7 @@ def main(argv=None):
     parser.add_argument("--c2st-jobs", type=int, default=1, help="processes for the scikit-learn C2ST fits")
     parser.add_argument("--c2st-backend", choices=("sklearn", "jax"), default="sklearn",
                         help="scikit-learn's classifier, or the same protocol in JAX (several times faster)")
+    parser.add_argument("--ensemble", type=int, default=1, help="networks averaged (fit_ensemble) when > 1")
     parser.add_argument("--c2st-batch", type=int, default=1,
                         help="pairs per JAX C2ST call (same scores; 10 on a GPU, 1 on CPU)")
     parser.add_argument("--quiet", action="store_true")
