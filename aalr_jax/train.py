@@ -266,7 +266,8 @@ def fit_ensemble(
     unless ``validation_bank`` is given) and differ in initialisation and minibatch order: member
     ``m`` gets the key ``fold_in(rng_key, m)``. Averaging lowers the variance of the learned
     log-ratio; on fresh gaussian_linear data (10^5 simulations, ``benchmarks/tune_defaults.py``)
-    four members cut the excess test loss over the Bayes loss from 0.025 to 0.010.
+    four members cut the excess test loss over the Bayes loss from 0.022 to 0.010 and the C2ST of
+    four fresh posteriors from 0.534 to 0.523, for four times the training.
 
     Args:
         rng_key: PRNG key.
