@@ -163,11 +163,12 @@ def run_one(task_name: str, budget: int, observations, wheel, args) -> dict:
                     on_invalid="drop" if task_name in ("sir", "lotka_volterra") else "raise")
     times["simulate"] = time.perf_counter() - start
     start = time.perf_counter()
+    network = dict(theta_bound=args.theta_bound, progress=not args.quiet)
     if args.ensemble == 1:
-        estimator, history = fit(jax.random.fold_in(key, 1), bank, progress=not args.quiet)
+        estimator, history = fit(jax.random.fold_in(key, 1), bank, **network)
         histories = [history]
     else:
-        estimator, histories, _ = fit_ensemble(jax.random.fold_in(key, 1), bank, args.ensemble, progress=not args.quiet)
+        estimator, histories, _ = fit_ensemble(jax.random.fold_in(key, 1), bank, args.ensemble, **network)
     times["train"] = time.perf_counter() - start
     data = [sbibm_observation(wheel, task_name, i) for i in observations]
     # "auto": RWMH up to 4-D, HMC beyond, as chosen on exact likelihoods (benchmarks/choose_sampler.py)
@@ -227,6 +228,8 @@ def main(argv=None):
     parser.add_argument("--c2st-jobs", type=int, default=1, help="processes for the scikit-learn C2ST fits")
     parser.add_argument("--c2st-backend", choices=("sklearn", "jax"), default="sklearn",
                         help="scikit-learn's classifier, or the same protocol in JAX (several times faster)")
+    parser.add_argument("--theta-bound", type=lambda v: None if v == "none" else float(v), default=10.0,
+                        help="fit's theta_bound (default 10; 'none' feeds z(θ) unbounded, as before session 4)")
     parser.add_argument("--ensemble", type=int, default=1, help="networks averaged (fit_ensemble) when > 1")
     parser.add_argument("--c2st-batch", type=int, default=1,
                         help="pairs per JAX C2ST call (same scores; 10 on a GPU, 1 on CPU)")
