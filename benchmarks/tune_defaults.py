@@ -48,6 +48,7 @@ def candidates(budget: int) -> dict:
         "cosine 300ep b64 lr1e-3 patience 50": dict(batch_size=64, optimizer=cosine(64, 300), patience=50),
         "ensemble 2": dict(num_members=2),  # fit_ensemble: the default network, logits averaged
         "ensemble 4": dict(num_members=4),
+        "ensemble 8": dict(num_members=8),
     }
 
 
@@ -79,7 +80,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--tasks", default="two_moons,gaussian_linear")
     parser.add_argument("--budgets", default="1000,10000")
-    parser.add_argument("--observations", type=int, default=3)
+    parser.add_argument("--observations", type=int, default=3, help="fresh observations scored by C2ST (0: losses only)")
     parser.add_argument("--num-samples", type=int, default=5000)
     parser.add_argument("--configs", default="", help="comma-separated subset of candidate names")
     parser.add_argument("--c2st-backend", choices=("sklearn", "jax"), default="sklearn",
@@ -107,13 +108,13 @@ def main(argv=None):
                     histories, best_val = [history], float(history.validation_loss.min())
                 seconds = time.perf_counter() - start
                 test_loss = evaluate(estimator, test_bank)
-                scores = score(task, estimator, jax.random.PRNGKey(2000 + budget), args.observations,
+                scores = [] if args.observations == 0 else score(task, estimator, jax.random.PRNGKey(2000 + budget), args.observations,
                                args.num_samples, task.reference_posterior, args.c2st_backend)
-                row = dict(task=name, budget=budget, config=label, c2st=float(np.mean(scores)), c2st_all=scores,
+                row = dict(task=name, budget=budget, config=label, c2st=float(np.mean(scores)) if scores else None, c2st_all=scores,
                            best_val=float(best_val), test_loss=test_loss, bayes_loss=bayes,
                            epochs=sum(len(h.train_loss) for h in histories), train_seconds=seconds)
                 rows.append(row)
-                print(f"{name:16s} {budget:6d} {label:32s} C2ST {row['c2st']:.3f}  val {row['best_val']:.4f}  "
+                print(f"{name:16s} {budget:6d} {label:32s} C2ST {row['c2st'] or float('nan'):.3f}  val {row['best_val']:.4f}  "
                       f"test {test_loss:.4f}  epochs {row['epochs']:4d}  {seconds:5.0f}s", flush=True)
                 with open(args.output, "w") as f:
                     json.dump(dict(device=jax.devices()[0].device_kind, rows=rows), f, indent=1)
