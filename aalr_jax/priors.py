@@ -233,7 +233,7 @@ class IndependentPrior(dist.Distribution):
         total = 0.0
         for i, c in enumerate(self.components):
             v = value[..., i]
-            inside = c.support(v)
+            inside = c.support(v) & jnp.isfinite(v)  # θ = ±inf (a saturated transform) has density 0
             lp = c.log_prob(jnp.where(inside, v, c.support.feasible_like(v)))
             total = total + jnp.where(inside, lp, -jnp.inf)
         return total
