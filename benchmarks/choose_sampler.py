@@ -22,8 +22,8 @@ import jax
 import numpy as np
 
 from aalr_jax import sample_posterior, tasks
-from aalr_jax.diagnostics import c2st
 from aalr_jax.sampling import DEFAULT_THIN, ExactLikelihood
+from sbibm import c2st_scores
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SEED = 31337
@@ -41,10 +41,7 @@ def floor(task, sampler: str, xs, refs, key, c2st_batch: int) -> tuple[list, flo
                             thin=int(thin) if thin else None)
     post.samples.block_until_ready()
     seconds = time.perf_counter() - start
-    ours = np.asarray(post.samples)
-    scores = [float(v) for i in range(0, len(refs), c2st_batch)
-              for v in np.atleast_1d(c2st(refs[i: i + c2st_batch], ours[i: i + c2st_batch], backend="jax"))]
-    return scores, float(post.acceptance_rate.mean()), seconds
+    return c2st_scores(refs, np.asarray(post.samples), "jax", c2st_batch), float(post.acceptance_rate.mean()), seconds
 
 
 def markdown(rows) -> str:

@@ -74,7 +74,8 @@ def read_csv(wheel: zipfile.ZipFile, name: str) -> np.ndarray:
     return np.loadtxt(io.StringIO(raw.decode()), delimiter=",", skiprows=1, ndmin=2).astype(np.float32)
 
 
-# sbibm keeps slcp_distractors' observations beside slcp's, whose reference posterior they share
+# sbibm keeps the observations of these tasks in their sibling's folder, beside the reference
+# posterior they share
 OBSERVATION_FILES = {"slcp_distractors": ("slcp", "observation_distractors.csv"),
                      "bernoulli_glm_raw": ("bernoulli_glm", "observation_raw.csv")}
 
@@ -154,6 +155,19 @@ def markdown(rows: list[dict], meta: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def c2st_scores(refs, samples, backend: str = "sklearn", batch: int = 1, progress: bool = False) -> list[float]:
+    """sbibm's C2ST of each pair ``(refs[i], samples[i])`` (``(k, n, d)`` each), in order.
+
+    The JAX backend trains ``batch`` pairs per call (the same scores as one at a time; a batch waits
+    for its slowest classifier, so 1 suits a CPU and all of them a GPU).
+    """
+    if backend == "sklearn":
+        return [c2st(r, y) for r, y in tqdm(list(zip(refs, samples)), "C2ST", disable=not progress)]
+    starts = range(0, len(refs), batch)
+    return [float(v) for i in tqdm(starts, "C2ST", disable=not progress)
+            for v in c2st(refs[i: i + batch], samples[i: i + batch], backend="jax")]
+
+
 def run_one(task_name: str, budget: int, observations, wheel, args) -> dict:
     task = tasks.get(task_name)
     key = jax.random.PRNGKey(args.seed)
@@ -180,17 +194,13 @@ def run_one(task_name: str, budget: int, observations, wheel, args) -> dict:
     post.samples.block_until_ready()
     times["sample"] = time.perf_counter() - start
     start = time.perf_counter()
-    pairs = [(ref[: args.num_samples], np.asarray(post.samples[j])) for j, (_, ref) in enumerate(data)]
-    if args.c2st_backend == "jax":  # batches wait for their slowest classifier: 1 on CPU, all on a GPU
-        groups = [pairs[i: i + args.c2st_batch] for i in range(0, len(pairs), args.c2st_batch)]
-        scores = [float(s) for group in tqdm(groups, "C2ST", disable=args.quiet)
-                  for s in np.atleast_1d(c2st(*map(np.stack, zip(*group)), backend="jax"))]
-    elif args.c2st_jobs > 1:  # one scikit-learn fit per process; same seeds, same scores as serial
+    refs = np.stack([ref[: args.num_samples] for _, ref in data])
+    if args.c2st_backend == "sklearn" and args.c2st_jobs > 1:  # one fit per process; same scores as serial
         # spawn, not fork: forking a process that runs JAX's threads can deadlock
         with ProcessPoolExecutor(args.c2st_jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-            scores = list(pool.map(c2st, *zip(*pairs)))
+            scores = list(pool.map(c2st, refs, np.asarray(post.samples)))
     else:
-        scores = [c2st(ref, ours) for ref, ours in tqdm(pairs, "C2ST", disable=args.quiet)]
+        scores = c2st_scores(refs, np.asarray(post.samples), args.c2st_backend, args.c2st_batch, not args.quiet)
     times["c2st"] = time.perf_counter() - start
     return dict(task=task_name, num_simulations=budget, observations=list(observations),
                 c2st=scores, c2st_backend=args.c2st_backend, c2st_mean=float(np.mean(scores)), c2st_std=float(np.std(scores)),

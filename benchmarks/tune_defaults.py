@@ -24,8 +24,9 @@ import numpy as np
 import optax
 
 from aalr_jax import fit, fit_ensemble, sample_posterior, simulate, tasks
-from aalr_jax.diagnostics import c2st
+from aalr_jax.tasks.gaussian_linear import NOISE_VAR, PRIOR_VAR
 from aalr_jax.train import evaluate
+from sbibm import c2st_scores
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -53,7 +54,7 @@ def candidates(budget: int) -> dict:
 
 
 class GaussianLinearRatio(NamedTuple):
-    """The exact log-ratio of gaussian_linear, log N(x; θ, 0.1·I) - log N(x; 0, 0.2·I), with the
+    """The exact log-ratio of gaussian_linear, log N(x; θ, σ²·I) - log N(x; 0, (τ² + σ²)·I), with the
     ``embed``/``head`` interface of an estimator: its loss is the Bayes loss, the floor of any fit."""
 
     def embed(self, x):
@@ -61,7 +62,7 @@ class GaussianLinearRatio(NamedTuple):
 
     def head(self, theta, x):
         log_normal = lambda v, var: -0.5 * jnp.sum(v**2 / var + jnp.log(2 * jnp.pi * var), axis=-1)
-        return log_normal(x - theta, 0.1) - log_normal(x, 0.2)
+        return log_normal(x - theta, NOISE_VAR) - log_normal(x, PRIOR_VAR + NOISE_VAR)
 
 
 def score(task, estimator, key, num_obs, num_samples, reference_fn, backend="sklearn"):
@@ -71,9 +72,7 @@ def score(task, estimator, key, num_obs, num_samples, reference_fn, backend="skl
     post = sample_posterior(jax.random.fold_in(key, 2), estimator, task.prior, xs, num_samples=num_samples)
     refs = np.stack([np.asarray(reference_fn(jax.random.fold_in(key, 10 + i), xs[i], num_samples))
                      for i in range(num_obs)])
-    if backend == "jax":  # all observations in one batched call (the same scores as one at a time)
-        return [float(v) for v in c2st(refs, np.asarray(post.samples), backend="jax")]
-    return [c2st(refs[i], np.asarray(post.samples[i])) for i in range(num_obs)]
+    return c2st_scores(refs, np.asarray(post.samples), backend, batch=num_obs)
 
 
 def main(argv=None):
