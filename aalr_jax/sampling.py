@@ -5,7 +5,7 @@ random-walk Metropolis–Hastings (``"rwmh"``), HMC (``"hmc"``) or NUTS (``"nuts
 ``"auto"`` is RWMH up to :data:`AUTO_RWMH_MAX_DIM` parameters and HMC beyond: on exact likelihoods
 and fresh observations (``benchmarks/choose_sampler.py``) the two matched on 2-D posteriors, while
 from 5-D on RWMH's per-chain metric, estimated from a handful of effective warm-up draws, left
-C2ST at 0.62–0.64 where HMC reached 0.535.
+C2ST at 0.62–0.64 where HMC reached 0.535 at thin 1 and 0.50–0.52 at its default thin 3.
 
 Warm-up adapts each chain on its own, never pooled across chains: chains of a multimodal
 posterior sit in different modes, and one covariance spanning two modes wrecks every chain's
@@ -375,12 +375,10 @@ def sample_posterior(
             With ``iid=True``: ``(n, *x_shape)`` — n i.i.d. observations of one θ — or
             ``(k, n, *x_shape)``.
         method: ``"auto"`` (default), ``"rwmh"``, ``"hmc"`` or ``"nuts"`` (NUTS: keep
-            ``num_chains`` small). ``"auto"`` is RWMH for up to 4 parameters and HMC beyond. RWMH is
-            the fastest per effective sample on low-dimensional posteriors; beyond a few parameters it
-            mixes slowly within the default warm-up. On exact likelihoods and fresh observations
-            (``benchmarks/choose_sampler.py``) RWMH matched HMC on 2-D tasks but scored C2ST 0.63
-            against HMC's 0.54 on 5-D SLCP and 0.62–0.64 against 0.535–0.537 on the 10-D
-            gaussian_linear and bernoulli_glm.
+            ``num_chains`` small). ``"auto"`` is RWMH for up to 4 parameters and HMC beyond: RWMH is
+            the fastest per effective sample on low-dimensional posteriors, but beyond a few
+            parameters it mixes slowly within the default warm-up (measurements in the module
+            docstring).
         num_samples: draws returned per observation (``ceil(num_samples / num_chains)`` per chain).
         num_chains: independent chains per observation.
         num_warmup: adaptation steps per chain (discarded).
