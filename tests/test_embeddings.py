@@ -122,3 +122,16 @@ def test_tiny_fit_reduces_loss(name):
     assert result.estimator.config.embedding == name
     # 2 log 2 ≈ 1.386 is the loss of a classifier that knows nothing
     assert val.min() < 0.8 * 2 * np.log(2) and val.min() < val[0]
+
+
+@pytest.mark.parametrize("name, reference", [("selu", jax.nn.selu), ("elu", jax.nn.elu)])
+def test_activation_matches_jax(name, reference):
+    """The exp-based ELU/SELU agree with jax.nn's expm1-based ones in value and gradient."""
+    from aalr_jax.nn import ACTIVATIONS
+
+    x = jnp.concatenate([jnp.linspace(-30.0, 30.0, 2001), jnp.array([-1e-9, -1e-4, 0.0, 1e-9, 1e-4])])
+    ours, theirs = ACTIVATIONS[name], reference
+    np.testing.assert_allclose(ours(x), theirs(x), rtol=1e-6, atol=2e-7)
+    grad = lambda f: jax.vmap(jax.grad(f))(x)
+    np.testing.assert_allclose(grad(ours), grad(theirs), rtol=1e-6, atol=2e-7)
+    assert np.all(np.isfinite(grad(ours)))
