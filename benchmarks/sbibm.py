@@ -246,19 +246,18 @@ def main(argv=None):
     parser.add_argument("--quiet", action="store_true")
     parser.add_argument("--table-only", action="store_true", help="only re-render the Markdown of --output")
     args = parser.parse_args(argv)
-    if args.table_only:
+    saved = dict(meta={}, rows=[])
+    if os.path.exists(args.output):  # extend an earlier run: rows are keyed by (task, budget)
         with open(args.output) as f:
             saved = json.load(f)
         for row in saved["rows"]:  # published numbers as this script reads them now
             row["published"] = published(row["task"], row["num_simulations"])
+    if args.table_only:
         write_markdown(saved["rows"], saved["meta"], args.output)
         return
 
     wheel = zipfile.ZipFile(sbibm_wheel(args.cache))
-    results = []
-    if os.path.exists(args.output):  # extend an earlier run: rows are keyed by (task, budget)
-        with open(args.output) as f:
-            results = json.load(f).get("rows", [])
+    results = saved["rows"]
     for name in args.tasks.split(","):
         for budget in [int(b) for b in args.budgets.split(",")]:
             row = run_one(name, budget, parse_range(args.observations), wheel, args)
