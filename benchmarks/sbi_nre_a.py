@@ -1,10 +1,13 @@
-"""sbi's NRE_A on a given bank, with sbi's defaults: train, then sample one observation by MCMC.
+"""sbi's NRE_A on a given bank, with sbi's defaults: train once, then sample each observation by MCMC.
 
 Writes timings as JSON and the samples and per-chain draws as .npz; the caller computes ESS with
-the same estimator it uses for aalr_jax, so the two are compared like for like.
+the same estimator it uses for aalr_jax, so the two are compared like for like. ``x_obs`` of shape
+``(m,)`` gives samples ``(n, d)`` and that observation's chains; ``(k, m)`` gives samples ``(k, n, d)``
+(and the first observation's chains).
 
 Runs under a Python that has sbi and PyTorch (never aalr_jax's environment, never CI); called by
-``compare_sbi.py``, which hands it the same bank and observation and reads the JSON it writes.
+``compare_sbi.py`` (one observation, ESS) and ``sbibm.py --sbi-python`` (sbibm's 10 observations),
+which hand it the same bank and observations as aalr_jax gets and read the JSON it writes.
 
     python sbi_nre_a.py --bank bank.npz --output sbi.json --samples sbi_samples.npz
 """
@@ -34,7 +37,7 @@ def same_size_classifier(batch_theta, batch_x):
 
 def main():
     parser = argparse.ArgumentParser()
-    parser.add_argument("--bank", required=True, help=".npz with theta (n, d), x (n, m), x_obs (m,), low, high")
+    parser.add_argument("--bank", required=True, help=".npz with theta (n, d), x (n, m), x_obs (m,) or (k, m), low, high")
     parser.add_argument("--num-samples", type=int, default=10_000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--output", required=True)
@@ -56,24 +59,30 @@ def main():
     estimator = inference.append_simulations(theta, x).train()
     train_s = time.perf_counter() - start
     posterior = inference.build_posterior(estimator)
-    x_obs = torch.as_tensor(data["x_obs"])[None]
-    start = time.perf_counter()
-    samples = posterior.sample((args.num_samples,), x=x_obs, show_progress_bars=False)
-    sample_s = time.perf_counter() - start
-    # the slice sampler keeps every chain (C, warm-up + draws, d); sbi drops its first warmup_steps
-    chains = np.asarray(posterior.posterior_sampler.get_samples(group_by_chain=True))
-    chains = chains[:, posterior.warmup_steps :]
+    xs = torch.as_tensor(data["x_obs"])
+    single = xs.ndim == 1
+    all_samples, chains, sample_s = [], None, 0.0
+    for x_obs in xs[None] if single else xs:
+        start = time.perf_counter()
+        all_samples.append(posterior.sample((args.num_samples,), x=x_obs[None], show_progress_bars=False).numpy())
+        sample_s += time.perf_counter() - start
+        if chains is None:
+            # the slice sampler keeps every chain (C, warm-up + draws, d); sbi drops its first warmup_steps
+            chains = np.asarray(posterior.posterior_sampler.get_samples(group_by_chain=True))
+            chains = chains[:, posterior.warmup_steps :]
+    samples = all_samples[0] if single else np.stack(all_samples)
+    num_samples = args.num_samples * len(all_samples)
     result = dict(
         sbi=sbi.__version__, network=args.network, torch=torch.__version__, threads=torch.get_num_threads(),
         epochs=len(inference.summary["training_loss"]), train_seconds=train_s,
-        sample_seconds=sample_s, num_samples=args.num_samples,
-        samples_per_s=args.num_samples / sample_s, num_chains=int(chains.shape[0]),
+        sample_seconds=sample_s, num_samples=num_samples,
+        samples_per_s=num_samples / sample_s, num_chains=int(chains.shape[0]),
         mcmc_method=posterior.method if hasattr(posterior, "method") else "slice_np_vectorized",
     )
     with open(args.output, "w") as f:
         json.dump(result, f, indent=1)
     if args.samples:
-        np.savez(args.samples, samples=samples.numpy(), chains=chains)
+        np.savez(args.samples, samples=samples, chains=chains)
     print(json.dumps(result))
 
 

@@ -11,6 +11,10 @@ sbibm's observations and reference samples come from its wheel, downloaded at be
 (``pip download sbibm==1.1.0 --no-deps``) into a cache folder; aalr_jax never depends on sbibm.
 
     python benchmarks/sbibm.py --tasks two_moons,slcp --budgets 1000,10000 --observations 1-10
+
+``--sbi-python PATH`` (a Python with sbi; never CI) also trains sbi's NRE_A with its defaults on
+each row's bank and scores it on the same observations by the same C2ST (box-uniform priors);
+``--sbi-only`` adds that to saved rows without re-running aalr_jax.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import multiprocessing
 import os
 import subprocess
 import sys
+import tempfile
 import time
 import zipfile
 from concurrent.futures import ProcessPoolExecutor
@@ -52,6 +57,7 @@ SBIBM_TASKS = ["two_moons", "gaussian_linear", "gaussian_linear_uniform", "gauss
                "slcp_distractors", "bernoulli_glm", "bernoulli_glm_raw", "sir", "lotka_volterra"]
 JAX_MARK = "ᴶ"
 BOUND_MARK = "ᵇ"
+QUOTED_MARK = "ᵠ"
 BUDGET_LABEL = {1000: "10³", 10_000: "10⁴", 100_000: "10⁵"}
 
 
@@ -123,8 +129,9 @@ def targets(row: dict) -> list[str]:
             check("NPE", pub["NPE"]["mean"])
     if row["num_simulations"] == 10_000 and "NRE" in pub:
         check("NRE", pub["NRE"]["mean"], strict=True)
-    if "sbi NRE_A" in pub:
-        check("sbi NRE_A", pub["sbi NRE_A"]["mean"], strict=True)
+    sbi = row.get("sbi_nre_a") or pub.get("sbi NRE_A")
+    if sbi:
+        check("sbi NRE_A", sbi["mean"], strict=True)
     return marks
 
 
@@ -144,15 +151,26 @@ def markdown(rows: list[dict], meta: dict) -> str:
         lines.append(
             f"| {row['task']} | {row['num_simulations']:,}{marks[row['device'], row['cpu_count'], row['jax']]} | {row['c2st_mean']:.3f} ± {row['c2st_std']:.3f}"
             f"{JAX_MARK if row.get('c2st_backend') == 'jax' else ''}{BOUND_MARK if row.get('theta_bound') else ''} | {row['method']} thin {row['thin']}, {row.get('members', 1)} | "
-            f"{fmt(pub.get('NRE'))} | {fmt(pub.get('NRE-C'))} | {fmt(pub.get('NPE'))} | {fmt(pub.get('sbi NRE_A'))} | {', '.join(targets(row))} | "
+            f"{fmt(pub.get('NRE'))} | {fmt(pub.get('NRE-C'))} | {fmt(pub.get('NPE'))} | {sbi_column(row)} | {', '.join(targets(row))} | "
             + " | ".join(f"{sec[k]:.0f}" for k in ("simulate", "train", "sample", "c2st")) + " |")
     if any(row.get("theta_bound") for row in rows):
         lines += ["", f"{BOUND_MARK} network with the bounded θ input (theta_bound=10, the default since it was added); "
                   "the other rows were trained before it, on z(θ) as is."]
+    if any(not row.get("sbi_nre_a") and "sbi NRE_A" in row["published"] for row in rows):
+        lines += ["", f"{QUOTED_MARK} sbi's NRE_A as quoted in the benchmark issue (sbi's defaults on sbibm's observations); "
+                  "unmarked values were run by `--sbi-python` on the row's own bank and observations, same C2ST."]
     if any(row.get("c2st_backend") == "jax" for row in rows):
         lines += ["", f"{JAX_MARK} C2ST by the JAX backend of `aalr_jax.diagnostics.c2st` (sbibm's classifier, folds "
                   "and stopping rule re-implemented in JAX); the other rows by scikit-learn, as sbibm."]
     return "\n".join(lines) + "\n"
+
+
+def sbi_column(row: dict) -> str:
+    """sbi's NRE_A: run here on the row's bank and observations, else as quoted in the issue (ᵠ)."""
+    if row.get("sbi_nre_a"):
+        return f"{row['sbi_nre_a']['mean']:.3f}"
+    quoted = row["published"].get("sbi NRE_A")
+    return "" if quoted is None else f"{quoted['mean']:.2f}{QUOTED_MARK}"
 
 
 def c2st_scores(refs, samples, backend: str = "sklearn", batch: int = 1, progress: bool = False) -> list[float]:
@@ -168,13 +186,18 @@ def c2st_scores(refs, samples, backend: str = "sklearn", batch: int = 1, progres
             for v in c2st(refs[i: i + batch], samples[i: i + batch], backend="jax")]
 
 
+def make_bank(task, budget: int, seed: int):
+    """The row's simulations (aalr_jax and sbi train on the same ones)."""
+    return simulate(jax.random.fold_in(jax.random.PRNGKey(seed), 0), task, budget, progress=False,
+                    on_invalid="drop" if task.name in ("sir", "lotka_volterra") else "raise")
+
+
 def run_one(task_name: str, budget: int, observations, wheel, args) -> dict:
     task = tasks.get(task_name)
     key = jax.random.PRNGKey(args.seed)
     times = {}
     start = time.perf_counter()
-    bank = simulate(jax.random.fold_in(key, 0), task, budget, progress=False,
-                    on_invalid="drop" if task_name in ("sir", "lotka_volterra") else "raise")
+    bank = make_bank(task, budget, args.seed)
     times["simulate"] = time.perf_counter() - start
     start = time.perf_counter()
     network = dict(theta_bound=args.theta_bound, progress=not args.quiet)
@@ -211,6 +234,36 @@ def run_one(task_name: str, budget: int, observations, wheel, args) -> dict:
                 published=published(task_name, budget))
 
 
+def run_sbi(task_name: str, budget: int, observations, wheel, args) -> dict:
+    """sbi's NRE_A with its defaults (``sbi_nre_a.py`` under ``--sbi-python``) on the bank and the
+    observations aalr_jax gets in :func:`run_one`, scored by the same C2ST against the same
+    references. Box-uniform priors only (what ``sbi_nre_a.py`` builds)."""
+    task = tasks.get(task_name)
+    base = getattr(task.prior, "base_dist", None)
+    if not hasattr(base, "low"):
+        raise ValueError(f"--sbi-python supports box-uniform priors only; {task_name}'s prior is {task.prior}")
+    bank = make_bank(task, budget, args.seed)
+    data = [sbibm_observation(wheel, task_name, i) for i in observations]
+    with tempfile.TemporaryDirectory() as tmp:
+        bank_path, out, samples_path = (os.path.join(tmp, n) for n in ("bank.npz", "sbi.json", "samples.npz"))
+        np.savez(bank_path, theta=np.asarray(bank.theta), x=np.asarray(bank.x).reshape(budget, -1),
+                 x_obs=np.stack([d[0].reshape(-1) for d in data]).astype(np.float32),
+                 low=np.asarray(base.low, np.float32), high=np.asarray(base.high, np.float32))
+        subprocess.run([args.sbi_python, os.path.join(HERE, "sbi_nre_a.py"), "--bank", bank_path,
+                        "--num-samples", str(args.num_samples), "--seed", str(args.seed),
+                        "--output", out, "--samples", samples_path], check=True,
+                       stdout=subprocess.DEVNULL if args.quiet else None)
+        with open(out) as f:
+            theirs = json.load(f)
+        samples = np.load(samples_path)["samples"]
+    start = time.perf_counter()
+    refs = np.stack([ref[: args.num_samples] for _, ref in data])
+    scores = c2st_scores(refs, samples, args.c2st_backend, args.c2st_batch, not args.quiet)
+    return dict(c2st=scores, mean=float(np.mean(scores)), std=float(np.std(scores)), c2st_backend=args.c2st_backend,
+                sbi=theirs["sbi"], epochs=theirs["epochs"], seconds=dict(train=theirs["train_seconds"],
+                sample=theirs["sample_seconds"], c2st=time.perf_counter() - start))
+
+
 def write_markdown(rows, meta, output: str) -> None:
     """``output`` with ``.md`` for ``.json``: the table of :func:`markdown`."""
     with open(os.path.splitext(output)[0] + ".md", "w") as f:
@@ -243,9 +296,15 @@ def main(argv=None):
     parser.add_argument("--ensemble", type=int, default=1, help="networks averaged (fit_ensemble) when > 1")
     parser.add_argument("--c2st-batch", type=int, default=1,
                         help="pairs per JAX C2ST call (same scores; 10 on a GPU, 1 on CPU)")
+    parser.add_argument("--sbi-python", help="a Python with sbi: also run sbi's NRE_A on each row's bank "
+                        "and observations (box-uniform priors), the column 'sbi NRE_A'")
+    parser.add_argument("--sbi-only", action="store_true",
+                        help="with --sbi-python: add sbi's run to existing rows without re-running aalr_jax")
     parser.add_argument("--quiet", action="store_true")
     parser.add_argument("--table-only", action="store_true", help="only re-render the Markdown of --output")
     args = parser.parse_args(argv)
+    if args.sbi_only and not args.sbi_python:
+        parser.error("--sbi-only needs --sbi-python")
     saved = dict(meta={}, rows=[])
     if os.path.exists(args.output):  # extend an earlier run: rows are keyed by (task, budget)
         with open(args.output) as f:
@@ -260,12 +319,25 @@ def main(argv=None):
     results = saved["rows"]
     for name in args.tasks.split(","):
         for budget in [int(b) for b in args.budgets.split(",")]:
-            row = run_one(name, budget, parse_range(args.observations), wheel, args)
+            observations = parse_range(args.observations)
+            if args.sbi_only:
+                matches = [r for r in results if (r["task"], r["num_simulations"]) == (name, budget)]
+                if not matches:
+                    raise SystemExit(f"--sbi-only: no saved row for {name} at {budget} in {args.output}")
+                row, observations = matches[0], matches[0]["observations"]
+            else:
+                row = run_one(name, budget, observations, wheel, args)
+            if args.sbi_python:
+                row["sbi_nre_a"] = run_sbi(name, budget, observations, wheel, args)
             results = [r for r in results if (r["task"], r["num_simulations"]) != (name, budget)] + [row]
             pub = row["published"]
             ref = "  ".join(f"{alg} {v['mean']:.3f}" for alg, v in sorted(pub.items()) if alg in ("NRE", "NPE"))
             print(f"{name:24s} {budget:7d}  AALR {row['c2st_mean']:.3f} ± {row['c2st_std']:.3f}   {ref}   "
                   + " ".join(f"{k} {v:.0f}s" for k, v in row["seconds"].items()), flush=True)
+            if row.get("sbi_nre_a"):
+                sbi = row["sbi_nre_a"]
+                print(f"{'':33s}sbi NRE_A {sbi['mean']:.3f} ± {sbi['std']:.3f}   "
+                      + " ".join(f"{k} {v:.0f}s" for k, v in sbi["seconds"].items()), flush=True)
             meta = dict(device=jax.devices()[0].device_kind, cpu_count=os.cpu_count(), jax=jax.__version__,
                         aalr_jax=aalr_jax.__version__, method=args.method, seed=args.seed,
                         num_samples=args.num_samples)
