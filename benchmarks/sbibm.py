@@ -234,10 +234,10 @@ def run_one(task_name: str, budget: int, observations, wheel, args) -> dict:
                 published=published(task_name, budget))
 
 
-def run_sbi(task_name: str, budget: int, observations, wheel, args) -> dict:
+def run_sbi(task_name: str, budget: int, observations, wheel, args, backend: str) -> dict:
     """sbi's NRE_A with its defaults (``sbi_nre_a.py`` under ``--sbi-python``) on the bank and the
-    observations aalr_jax gets in :func:`run_one`, scored by the same C2ST against the same
-    references. Box-uniform priors only (what ``sbi_nre_a.py`` builds)."""
+    observations aalr_jax gets in :func:`run_one`, scored by the same C2ST (``backend``, the row's)
+    against the same references. Box-uniform priors only (what ``sbi_nre_a.py`` builds)."""
     task = tasks.get(task_name)
     base = getattr(task.prior, "base_dist", None)
     if not hasattr(base, "low"):
@@ -258,8 +258,8 @@ def run_sbi(task_name: str, budget: int, observations, wheel, args) -> dict:
         samples = np.load(samples_path)["samples"]
     start = time.perf_counter()
     refs = np.stack([ref[: args.num_samples] for _, ref in data])
-    scores = c2st_scores(refs, samples, args.c2st_backend, args.c2st_batch, not args.quiet)
-    return dict(c2st=scores, mean=float(np.mean(scores)), std=float(np.std(scores)), c2st_backend=args.c2st_backend,
+    scores = c2st_scores(refs, samples, backend, args.c2st_batch, not args.quiet)
+    return dict(c2st=scores, mean=float(np.mean(scores)), std=float(np.std(scores)), c2st_backend=backend,
                 sbi=theirs["sbi"], epochs=theirs["epochs"], seconds=dict(train=theirs["train_seconds"],
                 sample=theirs["sample_seconds"], c2st=time.perf_counter() - start))
 
@@ -328,7 +328,7 @@ def main(argv=None):
             else:
                 row = run_one(name, budget, observations, wheel, args)
             if args.sbi_python:
-                row["sbi_nre_a"] = run_sbi(name, budget, observations, wheel, args)
+                row["sbi_nre_a"] = run_sbi(name, budget, observations, wheel, args, row.get("c2st_backend", "sklearn"))
             results = [r for r in results if (r["task"], r["num_simulations"]) != (name, budget)] + [row]
             pub = row["published"]
             ref = "  ".join(f"{alg} {v['mean']:.3f}" for alg, v in sorted(pub.items()) if alg in ("NRE", "NPE"))
