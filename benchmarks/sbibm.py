@@ -246,7 +246,7 @@ def run_sbi(task_name: str, budget: int, observations, wheel, args, backend: str
     data = [sbibm_observation(wheel, task_name, i) for i in observations]
     with tempfile.TemporaryDirectory() as tmp:
         bank_path, out, samples_path = (os.path.join(tmp, n) for n in ("bank.npz", "sbi.json", "samples.npz"))
-        np.savez(bank_path, theta=np.asarray(bank.theta), x=np.asarray(bank.x).reshape(budget, -1),
+        np.savez(bank_path, theta=np.asarray(bank.theta), x=np.asarray(bank.x).reshape(bank.theta.shape[0], -1),
                  x_obs=np.stack([d[0].reshape(-1) for d in data]).astype(np.float32),
                  low=np.asarray(base.low, np.float32), high=np.asarray(base.high, np.float32))
         subprocess.run([args.sbi_python, os.path.join(HERE, "sbi_nre_a.py"), "--bank", bank_path,
