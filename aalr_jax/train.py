@@ -133,6 +133,16 @@ def _checked_bank(bank) -> SimulationBank:
     return SimulationBank(theta, x)
 
 
+def default_batch_size(num_train: int) -> int:
+    """:func:`fit`'s default batch for ``num_train`` training simulations: ``clip(num_train // 16, 64, 512)``."""
+    return int(np.clip(num_train // 16, 64, 512))
+
+
+def default_learning_rate(batch_size: int) -> float:
+    """:func:`fit`'s default peak learning rate: 2e-3 for batches of 512 or more, else 1e-3."""
+    return 2e-3 if batch_size >= 512 else 1e-3
+
+
 def fit(
     rng_key: jax.Array,
     bank: SimulationBank,
@@ -195,9 +205,9 @@ def fit(
         if val.theta.shape[1:] != theta.shape[1:] or val.x.shape[1:] != x.shape[1:]:
             raise ValueError("validation_bank must have the same theta and x shapes as bank")
     if batch_size is None:
-        batch_size = int(np.clip(train.num_simulations // 16, 64, 512))
+        batch_size = default_batch_size(train.num_simulations)
     if learning_rate is None:
-        learning_rate = 2e-3 if batch_size >= 512 else 1e-3
+        learning_rate = default_learning_rate(batch_size)
     if train.num_simulations < batch_size:
         raise ValueError(
             f"batch_size={batch_size} is larger than the {train.num_simulations} training simulations; "

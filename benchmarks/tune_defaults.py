@@ -25,7 +25,7 @@ import optax
 
 from aalr_jax import fit, fit_ensemble, sample_posterior, simulate, tasks
 from aalr_jax.tasks.gaussian_linear import NOISE_VAR, PRIOR_VAR
-from aalr_jax.train import evaluate
+from aalr_jax.train import default_batch_size, default_learning_rate, evaluate
 from sbibm import c2st_scores
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -36,8 +36,8 @@ def candidates(budget: int) -> dict:
     steps = lambda batch: max(1, int(0.9 * budget) // batch)
     cosine = lambda batch, epochs, lr=1e-3, wd=0.0: optax.adamw(
         optax.cosine_decay_schedule(lr, epochs * steps(batch), alpha=0.01), weight_decay=wd)
-    batch = int(np.clip(int(0.9 * budget) // 16, 64, 512))  # fit's default batch and rate
-    lr = 2e-3 if batch >= 512 else 1e-3
+    batch = default_batch_size(int(0.9 * budget))  # fit's defaults for its 90 % training split
+    lr = default_learning_rate(batch)
     return {
         "default": dict(),  # cosine decay to 1 % over 300 epochs, batch n/16 in [64, 512], patience 50
         "constant lr1e-3 b256 patience 20": dict(optimizer=optax.adamw(1e-3, weight_decay=0.0), batch_size=256,

@@ -86,9 +86,9 @@ def c2st(X, Y, *, seed: int = 1, n_folds: int = 5, scoring: str = "accuracy", z_
     if not (np.isfinite(X).all() and np.isfinite(Y).all()):
         raise ValueError("X and Y must be finite")
     X, Y = (X, Y) if batched else (X[None], Y[None])
-    peak = lambda: max(np.abs(X).max(), np.abs(Y).max())
+    peak = lambda A, B: max(np.abs(A).max(), np.abs(B).max())
     if z_score:
-        raw_peak = peak()
+        raw_peak = peak(X, Y)
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
             mean, std = X.mean(1, keepdims=True), X.std(1, ddof=1, keepdims=True)
             X, Y = (X - mean) / std, (Y - mean) / std
@@ -100,8 +100,8 @@ def c2st(X, Y, *, seed: int = 1, n_folds: int = 5, scoring: str = "accuracy", z_
         rng = np.random.default_rng(seed)
         X = X + noise_scale * rng.standard_normal(X.shape)
         Y = Y + noise_scale * rng.standard_normal(Y.shape)
-    if backend == "jax" and peak() > np.finfo(np.float32).max:
-        raise ValueError(f"the jax backend trains in float32, and the (z-scored) samples reach {peak():.3g}; "
+    if backend == "jax" and peak(X, Y) > np.finfo(np.float32).max:
+        raise ValueError(f"the jax backend trains in float32, and the (z-scored) samples reach {peak(X, Y):.3g}; "
                          "check the samples (diverged chains?) or use backend='sklearn'")
     score = _sklearn if backend == "sklearn" else _jax
     scores = score(X, Y, seed=seed, n_folds=n_folds, scoring=scoring, max_iter=int(max_iter))
