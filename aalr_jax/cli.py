@@ -28,7 +28,7 @@ import numpy as np
 import aalr_jax
 from aalr_jax import diagnostics, io, plotting, priors, tasks
 from aalr_jax.data import load_bank, save_bank, simulate
-from aalr_jax.sampling import DEFAULT_THIN, METHODS, resolve_method, sample_posterior
+from aalr_jax.sampling import METHODS, default_thin, resolve_independence, resolve_method, sample_posterior
 from aalr_jax.train import fit, fit_ensemble
 
 __all__ = ["build_parser", "load_observation", "main"]
@@ -58,6 +58,16 @@ def _int_at_least(minimum: int, what: str):
 
 _positive_int = _int_at_least(1, "positive")
 _non_negative_int = _int_at_least(0, "non-negative")
+
+
+def _probability(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a probability in [0, 1], got {text!r}")
+    return value
 
 
 def _widths(text: str) -> tuple:
@@ -109,7 +119,12 @@ def _add_sampling_options(parser) -> None:
     group.add_argument("--num-warmup", type=_non_negative_int, default=500, metavar="W",
                        help="adaptation steps per chain, discarded (default: %(default)s)")
     group.add_argument("--thin", type=_positive_int, default=None, metavar="K",
-                       help="keep every K-th MCMC step after warm-up (default: 10 for rwmh, 3 for hmc, 1 for nuts)")
+                       help="keep every K-th MCMC step after warm-up (default: 5 for rwmh with independence "
+                            "moves, 10 without, 3 for hmc, 1 for nuts)")
+    group.add_argument("--independence-prob", type=_probability, default=None, metavar="P",
+                       help="rwmh only: probability of an independence move, proposed from a kernel density of "
+                            "all chains' warm-up positions; 0 for the plain random walk (default: 0.9 up to 4 "
+                            "parameters, else 0)")
 
 
 def _add_common_options(parser) -> None:
@@ -324,11 +339,13 @@ def _sample_and_write(args, task, estimator, x_obs, is_default, timings, extra: 
     """Sample the posterior of ``x_obs``; write samples.npz, corner.png and summary.json to ``args.output``."""
     key_sample, key_reference = jax.random.split(_key(args, "sample"))
     method = resolve_method(args.method, task.theta_dim)
+    independence_prob = resolve_independence(method, task.theta_dim, args.independence_prob)
     message = f"sampling {args.num_samples} draws with {method} ({args.num_chains} chains)"
     with _phase(args, timings, "sample", message):
         post = sample_posterior(key_sample, estimator, task.prior, x_obs, method=method,
                                 num_samples=args.num_samples, num_chains=args.num_chains,
-                                num_warmup=args.num_warmup, thin=args.thin, iid=args.iid)
+                                num_warmup=args.num_warmup, thin=args.thin, iid=args.iid,
+                                independence_prob=independence_prob)
         post = jax.tree.map(np.asarray, post)
 
     reference = None
@@ -373,7 +390,8 @@ def _sample_and_write(args, task, estimator, x_obs, is_default, timings, extra: 
         "iid": bool(args.iid),
         "sampler": {"num_samples": args.num_samples, "num_chains": args.num_chains,
                     "num_warmup": args.num_warmup,
-                    "thin": args.thin if args.thin is not None else DEFAULT_THIN[method]},
+                    "thin": args.thin if args.thin is not None else default_thin(method, independence_prob),
+                    "independence_prob": independence_prob},
         "timings": {name: round(seconds, 3) for name, seconds in timings.items()},
         "posterior": {
             label: {"mean": _json_number(m), "std": _json_number(s)} for label, m, s in zip(labels, mean, std)

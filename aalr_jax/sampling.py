@@ -16,7 +16,13 @@ acceptance (seen on two_moons: a pooled RWMH proposal accepted 4 % of moves). Pe
 * a metric ``Σ`` (dense by default) from Welford estimates of the chain's own positions in
   Stan-style doubling windows, regularised as ``n/(n+5) Σ̂ + 10⁻³·5/(n+5) I``.
 
-RWMH proposes ``u' = u + ε L z`` with ``L Lᵀ = Σ``, ``z ~ N(0, I)``; HMC and NUTS use ``Σ`` as the
+RWMH proposes ``u' = u + ε L z`` with ``L Lᵀ = Σ``, ``z ~ N(0, I)``. After warm-up, RWMH on up to
+4 parameters also makes independence moves (probability 0.9 per step, :mod:`aalr_jax.independence`):
+jumps drawn from a kernel density of all chains' late warm-up positions, with the Metropolis–Hastings
+correction. This is the one place where the chains share anything, and only a proposal, never a
+metric; a jump can land in any mode, so chains move between modes. On exact 2-D and 4-D posteriors it gave
+4-10× the effective samples per step of the plain random walk at no loss in C2ST (numbers at
+:data:`THIN_WITH_INDEPENDENCE`). HMC and NUTS use ``Σ`` as the
 inverse mass matrix; the HMC trajectory has a random number of leapfrog steps, uniform on
 ``{1, ..., 2L - 1}``, because a fixed length can resonate with the target's scale (a Gaussian's
 half-period) and freeze the chains. After warm-up the parameters are frozen, so the draws are an exact MCMC.
@@ -46,7 +52,7 @@ from blackjax.adaptation.mass_matrix import welford_algorithm
 from blackjax.adaptation.step_size import dual_averaging_adaptation
 from blackjax.mcmc import random_walk
 
-from aalr_jax import priors
+from aalr_jax import independence, priors
 from aalr_jax.posterior import embed_observations, log_posterior, observation_batch_shape, unconstrained_log_posterior
 
 __all__ = [
@@ -54,6 +60,8 @@ __all__ = [
     "PosteriorSamples",
     "SamplerConfig",
     "ExactLikelihood",
+    "default_thin",
+    "resolve_independence",
     "resolve_method",
     "run_chains",
     "sample_posterior",
@@ -65,7 +73,37 @@ METHODS = ("auto", "rwmh", "hmc", "nuts")
 # gaussian_linear posterior HMC scored C2ST 0.529 at thin 1, 0.507 at 2, 0.497 at 3 and 0.499 at 5,
 # against 0.501 for two sets of exact draws (benchmarks/choose_sampler.py --samplers hmc:1,hmc:3).
 DEFAULT_THIN = {"rwmh": 10, "hmc": 3, "nuts": 1}
+# With independence moves an accepted step can land anywhere in the posterior, but a rejected one
+# repeats the draw, and repeats are clumps a C2ST classifier learns. Exact likelihoods, 100 chains,
+# C2ST against reference draws: two_moons 0.512 at thin 1, 0.497 at 3; lotka_volterra (4-D,
+# acceptance 0.28) 0.530 at thin 3, 0.520 at 5 (plain RWMH at thin 10: 0.526); thin 5 gave
+# 0.489-0.506 on two_moons, gaussian_mixture and sir with 10 and 100 chains.
+THIN_WITH_INDEPENDENCE = 5
+DEFAULT_INDEPENDENCE_PROB = 0.9
+MAX_RECENT = 10  # late warm-up positions kept per chain for the independence proposal
+INDEPENDENCE_INFLATION = 2.0
 AUTO_RWMH_MAX_DIM = 4  # measured: RWMH ≈ HMC at 2-D, RWMH far worse at 5-D and 10-D; 3-4-D untested
+
+
+def resolve_independence(method: str, dim: int, prob: float | None) -> float:
+    """The independence-move probability for the resolved ``method`` (see :mod:`aalr_jax.independence`).
+
+    ``None``: :data:`DEFAULT_INDEPENDENCE_PROB` for RWMH on up to :data:`AUTO_RWMH_MAX_DIM`
+    parameters, else 0 (in 5-D a kernel density of the warm-up positions is too poor a proposal:
+    slcp's exact posterior, 100 chains, accepted 5 % of the jumps).
+    """
+    if prob is None:
+        return DEFAULT_INDEPENDENCE_PROB if method == "rwmh" and dim <= AUTO_RWMH_MAX_DIM else 0.0
+    if isinstance(prob, bool) or not 0.0 <= prob <= 1.0:
+        raise ValueError(f"independence_prob must lie in [0, 1], got {prob!r}")
+    if prob > 0.0 and method != "rwmh":
+        raise ValueError(f"independence_prob > 0 needs method='rwmh' (the independence move is an RWMH step), got method={method!r}")
+    return float(prob)
+
+
+def default_thin(method: str, independence_prob: float = 0.0) -> int:
+    """Thinning when ``thin`` is not given: :data:`DEFAULT_THIN`, or :data:`THIN_WITH_INDEPENDENCE`."""
+    return THIN_WITH_INDEPENDENCE if independence_prob > 0.0 else DEFAULT_THIN[method]
 
 
 def resolve_method(method: str, dim: int) -> str:
@@ -91,6 +129,10 @@ class SamplerConfig(NamedTuple):
     target_acceptance: float | None = None
     init: str = "sir"
     num_init_candidates: int = 10_000
+    independence_prob: float = 0.0
+    independence_components: int = 128
+    independence_bandwidth: float | None = None
+    independence_defensive: float = 0.2
 
 
 class ChainResult(NamedTuple):
@@ -231,8 +273,21 @@ def _build_step(logdensity_fn: Callable, config: SamplerConfig):
     return functools.partial(blackjax.nuts.init, logdensity_fn=logdensity_fn), step, lambda m: m
 
 
-def _run_one_chain(rng_key, logdensity_fn, position, config: SamplerConfig):
-    """Warm-up then draws for one chain from ``position: (d,)``."""
+class _Adapted(NamedTuple):
+    """One chain after warm-up: its state, frozen step size and prepared metric."""
+
+    state: object
+    step_size: jax.Array
+    metric: jax.Array
+    recent: jax.Array
+
+
+def _warmup_one_chain(rng_key, logdensity_fn, position, config: SamplerConfig, num_recent: int = 1) -> _Adapted:
+    """Adapt one chain from ``position: (d,)``: step size by dual averaging, metric in Stan's windows.
+
+    ``recent: (num_recent, d)`` keeps the positions at every 5th of the last warm-up steps
+    (the last one first); where the warm-up is shorter, the initial position fills in.
+    """
     dim = position.shape[-1]
     init, step, prepare = _build_step(logdensity_fn, config)
     da_init, da_update, _ = dual_averaging_adaptation(_target_acceptance(config, dim))
@@ -241,10 +296,15 @@ def _run_one_chain(rng_key, logdensity_fn, position, config: SamplerConfig):
     step0 = 2.38 / math.sqrt(dim) if config.method == "rwmh" else 1.0
     slow, window_end = warmup_schedule(config.num_warmup)
 
+    slot = np.full(config.num_warmup, -1)
+    for j in range(min(num_recent, -(-config.num_warmup // 5))):
+        slot[config.num_warmup - 1 - 5 * j] = j
+
     def warm(carry, inputs):
-        state, da, wf, step_size, metric = carry
-        key, is_slow, is_end = inputs
+        state, da, wf, step_size, metric, recent = carry
+        key, is_slow, is_end, at = inputs
         state, (accept, _) = step(key, state, step_size, metric)
+        recent = jnp.where(at >= 0, recent.at[at].set(state.position), recent)
         da = da_update(da, jnp.nan_to_num(accept))
         step_size = jnp.exp(da.log_step_size)
         wf = jax.lax.cond(is_slow, lambda w: wf_update(w, state.position), lambda w: w, wf)
@@ -256,33 +316,41 @@ def _run_one_chain(rng_key, logdensity_fn, position, config: SamplerConfig):
             return wf_init(dim), da_init(jnp.exp(da.log_step_size)), prepare(new_metric)
 
         wf, da, metric = jax.lax.cond(is_end, close_window, lambda a: a, (wf, da, metric))
-        return (state, da, wf, jnp.exp(da.log_step_size), metric), None
+        return (state, da, wf, jnp.exp(da.log_step_size), metric, recent), None
 
-    key_warm, key_draw = jax.random.split(rng_key)
     state = init(position)
-    carry = (state, da_init(step0), wf_init(dim), jnp.asarray(step0, jnp.float32), prepare(eye))
-    if config.num_warmup:
-        keys = jax.random.split(key_warm, config.num_warmup)
-        carry, _ = jax.lax.scan(warm, carry, (keys, jnp.asarray(slow), jnp.asarray(window_end)))
-        state, da, _, _, metric = carry
-        step_size = jnp.exp(da.log_step_size_avg)
-    else:
-        state, _, _, step_size, metric = carry
+    recent = jnp.broadcast_to(position, (num_recent, dim))
+    carry = (state, da_init(step0), wf_init(dim), jnp.asarray(step0, jnp.float32), prepare(eye), recent)
+    if not config.num_warmup:
+        return _Adapted(state, carry[3], carry[4], recent)
+    keys = jax.random.split(rng_key, config.num_warmup)
+    inputs = (keys, jnp.asarray(slow), jnp.asarray(window_end), jnp.asarray(slot))
+    carry, _ = jax.lax.scan(warm, carry, inputs)
+    state, da, _, _, metric, recent = carry
+    return _Adapted(state, jnp.exp(da.log_step_size_avg), metric, recent)
+
+
+def _draw_one_chain(rng_key, logdensity_fn, adapted: _Adapted, config: SamplerConfig, step=None):
+    """``num_draws`` kept draws, every ``thin``-th step, with the warm-up's parameters frozen."""
+    if step is None:
+        _, step, _ = _build_step(logdensity_fn, config)
 
     def draw(state, key):
         def inner(state, k):
-            state, (accept, divergent) = step(k, state, step_size, metric)
-            return state, (accept, divergent)
+            return step(k, state, adapted.step_size, adapted.metric)
 
         state, (accept, divergent) = jax.lax.scan(inner, state, jax.random.split(key, config.thin))
         return state, (state.position, accept.mean(), divergent.sum())
 
-    _, (positions, accept, divergent) = jax.lax.scan(draw, state, jax.random.split(key_draw, config.num_draws))
-    return ChainResult(positions, jnp.nan_to_num(accept).mean(), divergent.sum(), step_size)
+    _, (positions, accept, divergent) = jax.lax.scan(draw, adapted.state, jax.random.split(rng_key, config.num_draws))
+    return ChainResult(positions, jnp.nan_to_num(accept).mean(), divergent.sum(), adapted.step_size)
 
 
 def run_chains(rng_key: jax.Array, logdensity_fn: Callable, initial_positions: jax.Array, config: SamplerConfig) -> ChainResult:
-    """Run ``C`` independent adapted chains on ``logdensity_fn: (d,) -> ()`` (vmapped, not jitted).
+    """Run ``C`` adapted chains on ``logdensity_fn: (d,) -> ()`` (vmapped, not jitted).
+
+    Every chain adapts on its own; with ``config.independence_prob > 0`` (RWMH only) the chains then
+    share one independence proposal built from all of their warm-ups (:mod:`aalr_jax.independence`).
 
     Args:
         rng_key: PRNG key.
@@ -293,8 +361,27 @@ def run_chains(rng_key: jax.Array, logdensity_fn: Callable, initial_positions: j
     Returns:
         :class:`ChainResult` with ``positions: (C, num_draws, d)``.
     """
-    keys = jax.random.split(rng_key, initial_positions.shape[0])
-    return jax.vmap(lambda k, p: _run_one_chain(k, logdensity_fn, p, config))(keys, initial_positions)
+    num = initial_positions.shape[0]
+    chain_keys = jax.vmap(jax.random.split)(jax.random.split(rng_key, num))
+    warm_keys, draw_keys = chain_keys[:, 0], chain_keys[:, 1]
+    key_mix = jax.random.fold_in(rng_key, 1)
+    use_independence = config.method == "rwmh" and config.independence_prob > 0.0
+    num_recent = min(MAX_RECENT, -(-config.independence_components // num)) if use_independence else 1
+    warmup = lambda k, p: _warmup_one_chain(k, logdensity_fn, p, config, num_recent)
+    adapted = jax.vmap(warmup)(warm_keys, initial_positions)
+    if not use_independence:
+        return jax.vmap(lambda k, a: _draw_one_chain(k, logdensity_fn, a, config))(draw_keys, adapted)
+    points = adapted.recent.reshape(num * num_recent, -1)
+    chols = jnp.repeat(adapted.metric, num_recent, axis=0)
+    proposal = independence.fit(key_mix, points, chols, config.independence_components, config.independence_bandwidth,
+                           config.independence_defensive, INDEPENDENCE_INFLATION)
+    step = independence.build_step(logdensity_fn, proposal, config.independence_prob)
+
+    def one(k, a):
+        a = a._replace(state=independence.init(a.state, proposal))
+        return _draw_one_chain(k, logdensity_fn, a, config, step)
+
+    return jax.vmap(one)(draw_keys, adapted)
 
 
 def _initial_positions(rng_key, model, prior, features, config: SamplerConfig):
@@ -328,8 +415,9 @@ def _sample_one(rng_key, model, prior, x_obs, config: SamplerConfig, iid: bool):
     result = run_chains(key_run, logdensity, u0, config)
     chains = transform(result.positions)
     nan = jnp.full(chains.shape[-1:], jnp.nan)  # too few draws per chain for the statistic
-    rhat = _split_rhat(chains) if chains.shape[1] >= 4 else nan
-    ess = blackjax.diagnostics.effective_sample_size(chains, chain_axis=0, sample_axis=1) if chains.shape[1] >= 2 else nan
+    # BlackJAX squeezes a single parameter's axis away: keep the documented (d,)
+    rhat = _split_rhat(chains).reshape(nan.shape) if chains.shape[1] >= 4 else nan
+    ess = blackjax.diagnostics.effective_sample_size(chains, chain_axis=0, sample_axis=1).reshape(nan.shape) if chains.shape[1] >= 2 else nan
     return chains, result.acceptance_rate, result.num_divergent, result.step_size, rhat, ess
 
 
@@ -364,6 +452,10 @@ def sample_posterior(
     target_acceptance: float | None = None,
     init: str = "sir",
     num_init_candidates: int = 10_000,
+    independence_prob: float | None = None,
+    independence_components: int = 128,
+    independence_bandwidth: float | None = None,
+    independence_defensive: float = 0.2,
 ) -> PosteriorSamples:
     """Sample ``p(θ|x_obs) ∝ p(θ) Π_i r̂(x_i|θ)`` for one observation or a batch of them.
 
@@ -382,8 +474,9 @@ def sample_posterior(
         num_samples: draws returned per observation (``ceil(num_samples / num_chains)`` per chain).
         num_chains: independent chains per observation.
         num_warmup: adaptation steps per chain (discarded).
-        thin: keep every ``thin``-th step after warm-up; default :data:`DEFAULT_THIN` of the method
-            (10 for RWMH, whose steps are strongly autocorrelated, 3 for HMC, 1 for NUTS).
+        thin: keep every ``thin``-th step after warm-up; default 3 for RWMH with independence
+            moves, else :data:`DEFAULT_THIN` of the method (10 for plain RWMH, whose steps are
+            strongly autocorrelated, 3 for HMC, 1 for NUTS).
         iid: treat the leading axis of one observation as i.i.d. draws (sum of log-ratios).
         num_integration_steps: mean leapfrog steps per HMC transition (jittered uniformly on
             ``{1, ..., 2L - 1}``).
@@ -392,6 +485,15 @@ def sample_posterior(
         target_acceptance: override the default acceptance target of the step-size adaptation.
         init: ``"sir"`` (ratio-weighted resampling of prior draws) or ``"prior"``.
         num_init_candidates: prior draws for ``init="sir"``.
+        independence_prob: RWMH only: probability that a step after warm-up proposes from a
+            kernel density of all chains' late warm-up positions instead of the random walk
+            (:mod:`aalr_jax.independence`). Default: 0.9 for RWMH on up to 4 parameters, else 0.
+        independence_components: at most this many kernels in that density.
+        independence_bandwidth: kernel ``k``'s covariance is ``bandwidth²`` times its chain's metric;
+            default Silverman's rule for the number of kernels and parameters (0.45 for 128 kernels
+            in 2-D, 0.52 in 4-D).
+        independence_defensive: weight of the broad Gaussian (the positions' mean and twice their
+            spread) mixed into it, in ``[0, 1)``.
 
     Returns:
         :class:`PosteriorSamples`; ``samples`` is ``(num_samples, d)`` or ``(k, num_samples, d)``.
@@ -403,11 +505,16 @@ def sample_posterior(
     if theta_dim != dim:
         raise ValueError(f"the estimator takes theta of dimension {theta_dim} but the prior has event_shape ({dim},)")
     method = resolve_method(method, dim)
+    independence_prob = resolve_independence(method, dim, independence_prob)
+    if independence_bandwidth is not None and not 0.0 < independence_bandwidth < math.inf:
+        raise ValueError(f"independence_bandwidth must be positive and finite, got {independence_bandwidth!r}")
+    if not 0.0 <= independence_defensive < 1.0:
+        raise ValueError(f"independence_defensive must lie in [0, 1), got {independence_defensive!r}")
     if init not in ("sir", "prior"):
         raise ValueError(f"init must be 'sir' or 'prior', got {init!r}")
     num_samples = _positive_int("num_samples", num_samples)
     num_chains = _positive_int("num_chains", num_chains)
-    thin = DEFAULT_THIN[method] if thin is None else thin
+    thin = default_thin(method, independence_prob) if thin is None else thin
     thin = _positive_int("thin", thin)
     if isinstance(num_warmup, bool) or int(num_warmup) != num_warmup or num_warmup < 0:
         raise ValueError(f"num_warmup must be a non-negative integer, got {num_warmup!r}")
@@ -430,6 +537,10 @@ def sample_posterior(
         target_acceptance=target_acceptance,
         init=init,
         num_init_candidates=_positive_int("num_init_candidates", num_init_candidates),
+        independence_prob=independence_prob,
+        independence_components=_positive_int("independence_components", independence_components),
+        independence_bandwidth=None if independence_bandwidth is None else float(independence_bandwidth),
+        independence_defensive=float(independence_defensive),
     )
     xs = x_obs if batch else x_obs[None]
     chains, accept, divergent, step_size, rhat, ess = _sample_batch(rng_key, estimator, xs, prior, config, iid)

@@ -22,7 +22,7 @@ import jax
 import numpy as np
 
 from aalr_jax import sample_posterior, tasks
-from aalr_jax.sampling import DEFAULT_THIN, ExactLikelihood
+from aalr_jax.sampling import ExactLikelihood, default_thin, resolve_independence
 from sbibm import c2st_scores
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -32,16 +32,24 @@ SEED = 31337
 def floor(task, sampler: str, xs, refs, key, c2st_batch: int) -> tuple[list, float, float]:
     """C2ST per observation, mean acceptance and seconds of one batched exact-likelihood call.
 
-    ``sampler`` is a method, or ``method:thin`` (``hmc:3``); without a thin, the method's default.
+    ``sampler`` is ``method[:thin[:independence_prob]]`` (``hmc:3``, ``rwmh:10:0``); what is left
+    out takes ``sample_posterior``'s default.
     """
-    method, _, thin = sampler.partition(":")
+    method, thin, prob = parse_sampler(sampler, task.theta_dim)
     model = ExactLikelihood(task.log_likelihood, task.x_shape)
     start = time.perf_counter()
     post = sample_posterior(key, model, task.prior, xs, method=method, num_samples=refs.shape[1],
-                            thin=int(thin) if thin else None)
+                            thin=thin, independence_prob=prob)
     post.samples.block_until_ready()
     seconds = time.perf_counter() - start
     return c2st_scores(refs, np.asarray(post.samples), "jax", c2st_batch), float(post.acceptance_rate.mean()), seconds
+
+
+def parse_sampler(sampler: str, dim: int) -> tuple[str, int, float]:
+    """``method[:thin[:independence_prob]]`` -> (method, thin, independence_prob), defaults filled in."""
+    method, thin, prob = (sampler.split(":") + ["", ""])[:3]
+    prob = resolve_independence(method, dim, float(prob) if prob else None)
+    return method, int(thin) if thin else default_thin(method, prob), prob
 
 
 def markdown(rows) -> str:
@@ -59,7 +67,8 @@ def main(argv=None):
     parser.add_argument("--tasks", default="two_moons,gaussian_mixture,slcp,sir,gaussian_linear,bernoulli_glm")
     parser.add_argument("--observations", type=int, default=4)
     parser.add_argument("--num-samples", type=int, default=10_000)
-    parser.add_argument("--samplers", default="rwmh,hmc", help="methods, or method:thin (e.g. hmc:1,hmc:3)")
+    parser.add_argument("--samplers", default="rwmh,hmc",
+                        help="method[:thin[:independence_prob]], comma-separated (e.g. hmc:1,hmc:3,rwmh:10:0)")
     parser.add_argument("--c2st-batch", type=int, default=1, help="observations per JAX C2ST call (4 on a GPU)")
     parser.add_argument("--output", default=os.path.join(HERE, "results", "choose_sampler.json"))
     args = parser.parse_args(argv)
@@ -78,9 +87,9 @@ def main(argv=None):
         row = dict(task=name, observations=args.observations, samplers=dict(old.get("samplers", {})))
         for sampler in args.samplers.split(","):
             scores, accept, seconds = floor(task, sampler, xs, refs, jax.random.fold_in(key, 2), args.c2st_batch)
-            method, _, thin = sampler.partition(":")
+            _, thin, prob = parse_sampler(sampler, task.theta_dim)
             row["samplers"][sampler] = dict(c2st=scores, c2st_mean=float(np.mean(scores)), acceptance=accept,
-                                            thin=int(thin) if thin else DEFAULT_THIN[method], sample_seconds=seconds,
+                                            thin=thin, independence_prob=prob, sample_seconds=seconds,
                                             device=jax.devices()[0].device_kind)
             print(f"{name:18s} {sampler:7s} C2ST {np.round(scores, 3)} mean {np.mean(scores):.3f}  "
                   f"accept {accept:.2f}  {seconds:.0f} s", flush=True)

@@ -41,7 +41,7 @@ from tqdm.auto import tqdm
 import aalr_jax
 from aalr_jax import fit, fit_ensemble, sample_posterior, simulate, tasks
 from aalr_jax.diagnostics import c2st
-from aalr_jax.sampling import DEFAULT_THIN, resolve_method
+from aalr_jax.sampling import default_thin, resolve_independence, resolve_method
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SHARED = os.path.join(HERE, "..", "..", "shared", "sbibm_results")
@@ -135,6 +135,13 @@ def targets(row: dict) -> list[str]:
     return marks
 
 
+def sampler_label(row: dict) -> str:
+    """``rwmh thin 10``, or ``rwmh+ind 0.9 thin 5`` for RWMH with independence moves (rows before
+    those existed have no ``independence_prob``: the plain random walk)."""
+    prob = row.get("independence_prob", 0.0)
+    return f"{row['method']}{f'+ind {prob:g}' if prob else ''} thin {row['thin']}"
+
+
 def markdown(rows: list[dict], meta: dict) -> str:
     """The results as a Markdown table, one line per task and budget, with targets marked."""
     fmt = lambda v: "" if v is None else f"{v['mean']:.3f}"
@@ -150,7 +157,7 @@ def markdown(rows: list[dict], meta: dict) -> str:
         pub, sec = row["published"], row["seconds"]
         lines.append(
             f"| {row['task']} | {row['num_simulations']:,}{marks[row['device'], row['cpu_count'], row['jax']]} | {row['c2st_mean']:.3f} ± {row['c2st_std']:.3f}"
-            f"{JAX_MARK if row.get('c2st_backend') == 'jax' else ''}{BOUND_MARK if row.get('theta_bound') else ''} | {row['method']} thin {row['thin']}, {row.get('members', 1)} | "
+            f"{JAX_MARK if row.get('c2st_backend') == 'jax' else ''}{BOUND_MARK if row.get('theta_bound') else ''} | {sampler_label(row)}, {row.get('members', 1)} | "
             f"{fmt(pub.get('NRE'))} | {fmt(pub.get('NRE-C'))} | {fmt(pub.get('NPE'))} | {sbi_column(row)} | {', '.join(targets(row))} | "
             + " | ".join(f"{sec[k]:.0f}" for k in ("simulate", "train", "sample", "c2st")) + " |")
     if any(row.get("theta_bound") for row in rows):
@@ -210,6 +217,7 @@ def run_one(task_name: str, budget: int, observations, wheel, args) -> dict:
     data = [sbibm_observation(wheel, task_name, i) for i in observations]
     # "auto": RWMH up to 4-D, HMC beyond, as chosen on exact likelihoods (benchmarks/choose_sampler.py)
     method = resolve_method(args.method, task.theta_dim)
+    independence_prob = resolve_independence(method, task.theta_dim, None)
     x_obs = np.stack([d[0].reshape(task.x_shape) for d in data])
     start = time.perf_counter()
     post = sample_posterior(jax.random.fold_in(key, 2), estimator, task.prior, x_obs,
@@ -228,7 +236,7 @@ def run_one(task_name: str, budget: int, observations, wheel, args) -> dict:
     return dict(task=task_name, num_simulations=budget, observations=list(observations),
                 c2st=scores, c2st_backend=args.c2st_backend, c2st_mean=float(np.mean(scores)), c2st_std=float(np.std(scores)),
                 method=method, device=jax.devices()[0].device_kind, cpu_count=os.cpu_count(), jax=jax.__version__,
-                thin=DEFAULT_THIN[method], members=args.ensemble, theta_bound=estimator.config.theta_bound, epochs=[len(h.train_loss) for h in histories],
+                thin=default_thin(method, independence_prob), independence_prob=independence_prob, members=args.ensemble, theta_bound=estimator.config.theta_bound, epochs=[len(h.train_loss) for h in histories],
                 best_epoch=[h.best_epoch for h in histories],
                 acceptance=float(np.mean(post.acceptance_rate)), seconds=times,
                 published=published(task_name, budget))

@@ -262,3 +262,19 @@ def test_train_an_ensemble_then_sample_with_it(trained, tmp_path, capsys):
     np.testing.assert_allclose(float(ensemble.log_ratio(theta, x)[0]), np.mean(members), rtol=1e-5)
     _run_ok(["sample", "--estimator", estimator, *SAMPLER, "--output", tmp_path / "s"], capsys)
     assert np.isfinite(np.load(tmp_path / "s" / "samples.npz")["samples"]).all()
+
+
+def test_independence_moves_are_recorded_and_can_be_turned_off(trained, tmp_path, capsys):
+    """Default rwmh on 2 parameters: independence moves (p = 0.9) at thin 5; ``--independence-prob 0``
+    is the plain random walk at thin 10. Both are written to summary.json; bad values are refused."""
+    argv = ["sample", "--estimator", trained, *SAMPLER]
+    _run_ok([*argv, "--output", tmp_path / "default"], capsys)
+    default = _summary(tmp_path / "default")["sampler"]
+    assert default["independence_prob"] == 0.9 and default["thin"] == 5
+    _run_ok([*argv, "--independence-prob", "0", "--output", tmp_path / "plain"], capsys)
+    plain = _summary(tmp_path / "plain")["sampler"]
+    assert plain["independence_prob"] == 0.0 and plain["thin"] == 10
+    code, err = _error([*argv, "--independence-prob", "1.5", "--output", tmp_path], capsys)
+    assert code == 2 and "expected a probability in [0, 1], got '1.5'" in err
+    code, err = _error([*argv, "--method", "hmc", "--independence-prob", "0.5", "--output", tmp_path], capsys)
+    assert code == 2 and "independence_prob > 0 needs method='rwmh'" in err
