@@ -39,21 +39,34 @@ __all__ = ["Mixture", "MixtureState", "silverman_bandwidth", "fit", "log_prob", 
 
 
 class Mixture(NamedTuple):
-    """``K`` equally weighted Gaussians in R^d.
+    """``K`` weighted Gaussians ``N(μ_k, C_k)`` in R^d, with ``C_k = L_k L_kᵀ``.
+
+    For speed the quadratic forms are one matrix product: with ``v = u − center``,
+    ``(u − μ_k)ᵀ C_k⁻¹ (u − μ_k) = φ(v)ᵀ w_k + v_kᵀ C_k⁻¹ v_k`` where ``φ(v) = (vec(v vᵀ), v)``,
+    ``w_k = (vec(C_k⁻¹), −2 C_k⁻¹ v_k)`` and ``v_k = μ_k − center``; centring on the points' mean
+    keeps the expansion's float32 cancellation small.
 
     Attributes:
         means: ``(K, d)``.
-        chols: ``(K, d, d)`` lower Cholesky factors of the covariances.
-        inv_chols: ``(K, d, d)`` their inverses.
+        chols: ``(K, d, d)`` the ``L_k``.
         log_weights: ``(K,)`` log mixture weights.
-        log_norms: ``(K,)`` ``log w_k - d/2 log 2π - log det L_k``.
+        center: ``(d,)``.
+        quad_weights: ``(d² + d, K)`` the ``w_k``.
+        log_norms: ``(K,)`` ``log w_k − d/2 log 2π − log det L_k − v_kᵀ C_k⁻¹ v_k / 2``.
     """
 
     means: jax.Array
     chols: jax.Array
-    inv_chols: jax.Array
     log_weights: jax.Array
+    center: jax.Array
+    quad_weights: jax.Array
     log_norms: jax.Array
+
+
+def _features(v: jax.Array) -> jax.Array:
+    """``φ(v) = (vec(v vᵀ), v)``, ``(..., d² + d)``."""
+    outer = v[..., :, None] * v[..., None, :]
+    return jnp.concatenate([outer.reshape(v.shape[:-1] + (-1,)), v], axis=-1)
 
 
 class MixtureState(NamedTuple):
@@ -98,21 +111,28 @@ def fit(rng_key, points, chols, max_components: int, bandwidth: float | None, de
     chols = jnp.concatenate([bandwidth * chols, inflation * jnp.linalg.cholesky(cov)[None]])
     eye = jnp.eye(dim, dtype=points.dtype)
     inv = jax.vmap(lambda l: jax.scipy.linalg.solve_triangular(l, eye, lower=True))(chols)
+    precisions = jnp.einsum("kji,kjl->kil", inv, inv)  # C_k⁻¹ = L_k⁻ᵀ L_k⁻¹
+    offsets = means - mean
+    pv = jnp.einsum("kij,kj->ki", precisions, offsets)
+    quad_weights = jnp.concatenate([precisions.reshape(-1, dim * dim), -2.0 * pv], axis=-1).T
     log_det = jnp.sum(jnp.log(jnp.diagonal(chols, axis1=-2, axis2=-1)), axis=-1)
     log_broad = math.log(defensive) if defensive > 0 else -math.inf
     log_w = jnp.concatenate([jnp.full(k, math.log((1.0 - defensive) / k)), jnp.full(1, log_broad)])
-    return Mixture(means, chols, inv, log_w, log_w - 0.5 * dim * math.log(2 * math.pi) - log_det)
+    log_norms = log_w - 0.5 * dim * math.log(2 * math.pi) - log_det - 0.5 * jnp.sum(pv * offsets, axis=-1)
+    return Mixture(means, chols, log_w, mean, quad_weights, log_norms)
 
 
 def log_prob(mixture: Mixture, u: jax.Array) -> jax.Array:
-    """``log g(u)`` for ``u: (d,)``."""
-    z = jnp.einsum("kij,kj->ki", mixture.inv_chols, u - mixture.means)
-    return jax.nn.logsumexp(mixture.log_norms - 0.5 * jnp.sum(z * z, axis=-1))
+    """``log g(u)`` for ``u: (..., d)``."""
+    quad = _features(u - mixture.center) @ mixture.quad_weights
+    return jax.nn.logsumexp(mixture.log_norms - 0.5 * quad, axis=-1)
 
 
-def sample(rng_key, mixture: Mixture, z: jax.Array) -> jax.Array:
-    """One draw of ``g`` from a standard normal ``z: (d,)``: component ``k`` by its weight, then ``μ_k + L_k z``."""
-    k = jax.random.categorical(rng_key, mixture.log_weights)
+def sample(mixture: Mixture, v: jax.Array, z: jax.Array) -> jax.Array:
+    """One draw of ``g`` from ``v ~ U(0, 1)`` (picks the component by inverting the weights'
+    cumulative sum) and a standard normal ``z: (d,)``: ``μ_k + L_k z``."""
+    cdf = jnp.cumsum(jnp.exp(mixture.log_weights))
+    k = jnp.minimum(jnp.searchsorted(cdf, v * cdf[-1], side="right"), cdf.shape[0] - 1)
     return mixture.means[k] + mixture.chols[k] @ z
 
 
@@ -129,11 +149,15 @@ def build_step(logdensity_fn: Callable, mixture: Mixture, prob: float):
     """
 
     def step(key, state: MixtureState, step_size, chol):
-        key_pick, key_comp, key_z, key_accept = jax.random.split(key, 4)
+        key_pick, key_z, key_accept = jax.random.split(key, 3)
         z = jax.random.normal(key_z, state.position.shape, state.position.dtype)
-        independent = jax.random.uniform(key_pick) < prob
+        # one uniform both chooses the move (v < prob) and, given an independence move, the
+        # component (v / prob is then uniform on [0, 1))
+        v = jax.random.uniform(key_pick)
+        independent = v < prob
         walk = state.position + step_size * (chol @ z if chol.ndim == 2 else chol * z)
-        proposal = jnp.where(independent, sample(key_comp, mixture, z), walk)
+        jump = sample(mixture, jnp.minimum(v / prob, 1.0), z) if prob > 0 else walk
+        proposal = jnp.where(independent, jump, walk)
         logdensity = logdensity_fn(proposal)
         log_proposal = log_prob(mixture, proposal)
         log_ratio = logdensity - state.logdensity + jnp.where(independent, state.log_proposal - log_proposal, 0.0)
