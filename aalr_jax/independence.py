@@ -50,6 +50,7 @@ class Mixture(NamedTuple):
         means: ``(K, d)``.
         chols: ``(K, d, d)`` the ``L_k``.
         log_weights: ``(K,)`` log mixture weights.
+        cdf: ``(K,)`` their cumulative sum (for drawing a component; computed once, not per step).
         center: ``(d,)``.
         quad_weights: ``(d² + d, K)`` the ``w_k``.
         log_norms: ``(K,)`` ``log w_k − d/2 log 2π − log det L_k − v_kᵀ C_k⁻¹ v_k / 2``.
@@ -58,6 +59,7 @@ class Mixture(NamedTuple):
     means: jax.Array
     chols: jax.Array
     log_weights: jax.Array
+    cdf: jax.Array
     center: jax.Array
     quad_weights: jax.Array
     log_norms: jax.Array
@@ -119,7 +121,7 @@ def fit(rng_key, points, chols, max_components: int, bandwidth: float | None, de
     log_broad = math.log(defensive) if defensive > 0 else -math.inf
     log_w = jnp.concatenate([jnp.full(k, math.log((1.0 - defensive) / k)), jnp.full(1, log_broad)])
     log_norms = log_w - 0.5 * dim * math.log(2 * math.pi) - log_det - 0.5 * jnp.sum(pv * offsets, axis=-1)
-    return Mixture(means, chols, log_w, mean, quad_weights, log_norms)
+    return Mixture(means, chols, log_w, jnp.cumsum(jnp.exp(log_w)), mean, quad_weights, log_norms)
 
 
 def log_prob(mixture: Mixture, u: jax.Array) -> jax.Array:
@@ -131,7 +133,7 @@ def log_prob(mixture: Mixture, u: jax.Array) -> jax.Array:
 def sample(mixture: Mixture, v: jax.Array, z: jax.Array) -> jax.Array:
     """One draw of ``g`` from ``v ~ U(0, 1)`` (picks the component by inverting the weights'
     cumulative sum) and a standard normal ``z: (d,)``: ``μ_k + L_k z``."""
-    cdf = jnp.cumsum(jnp.exp(mixture.log_weights))
+    cdf = mixture.cdf
     k = jnp.minimum(jnp.searchsorted(cdf, v * cdf[-1], side="right"), cdf.shape[0] - 1)
     return mixture.means[k] + mixture.chols[k] @ z
 
@@ -156,8 +158,7 @@ def build_step(logdensity_fn: Callable, mixture: Mixture, prob: float):
         v = jax.random.uniform(key_pick)
         independent = v < prob
         walk = state.position + step_size * (chol @ z if chol.ndim == 2 else chol * z)
-        jump = sample(mixture, jnp.minimum(v / prob, 1.0), z) if prob > 0 else walk
-        proposal = jnp.where(independent, jump, walk)
+        proposal = jnp.where(independent, sample(mixture, jnp.minimum(v / prob, 1.0), z), walk)
         logdensity = logdensity_fn(proposal)
         log_proposal = log_prob(mixture, proposal)
         log_ratio = logdensity - state.logdensity + jnp.where(independent, state.log_proposal - log_proposal, 0.0)

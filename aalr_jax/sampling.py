@@ -283,11 +283,12 @@ class _Adapted(NamedTuple):
     recent: jax.Array
 
 
-def _warmup_one_chain(rng_key, logdensity_fn, position, config: SamplerConfig, num_recent: int = 1) -> _Adapted:
+def _warmup_one_chain(rng_key, logdensity_fn, position, config: SamplerConfig, num_recent: int = 0) -> _Adapted:
     """Adapt one chain from ``position: (d,)``: step size by dual averaging, metric in Stan's windows.
 
     ``recent: (num_recent, d)`` keeps the positions at every 5th of the last warm-up steps
-    (the last one first); where the warm-up is shorter, the initial position fills in.
+    (the last one first); where the warm-up is shorter, the initial position fills in. With
+    ``num_recent=0`` (no independence moves) nothing is recorded.
     """
     dim = position.shape[-1]
     init, step, prepare = _build_step(logdensity_fn, config)
@@ -305,7 +306,8 @@ def _warmup_one_chain(rng_key, logdensity_fn, position, config: SamplerConfig, n
         state, da, wf, step_size, metric, recent = carry
         key, is_slow, is_end, at = inputs
         state, (accept, _) = step(key, state, step_size, metric)
-        recent = jnp.where(at >= 0, recent.at[at].set(state.position), recent)
+        if num_recent:
+            recent = jnp.where(at >= 0, recent.at[at].set(state.position), recent)
         da = da_update(da, jnp.nan_to_num(accept))
         step_size = jnp.exp(da.log_step_size)
         wf = jax.lax.cond(is_slow, lambda w: wf_update(w, state.position), lambda w: w, wf)
@@ -367,15 +369,15 @@ def run_chains(rng_key: jax.Array, logdensity_fn: Callable, initial_positions: j
     warm_keys, draw_keys = chain_keys[:, 0], chain_keys[:, 1]
     key_mix = jax.random.fold_in(rng_key, 1)
     use_independence = config.method == "rwmh" and config.independence_prob > 0.0
-    num_recent = min(MAX_RECENT, -(-config.independence_components // num)) if use_independence else 1
+    num_recent = min(MAX_RECENT, -(-config.independence_components // num)) if use_independence else 0
     warmup = lambda k, p: _warmup_one_chain(k, logdensity_fn, p, config, num_recent)
     adapted = jax.vmap(warmup)(warm_keys, initial_positions)
     if not use_independence:
         return jax.vmap(lambda k, a: _draw_one_chain(k, logdensity_fn, a, config))(draw_keys, adapted)
     points = adapted.recent.reshape(num * num_recent, -1)
     chols = jnp.repeat(adapted.metric, num_recent, axis=0)
-    proposal = independence.fit(key_mix, points, chols, config.independence_components, config.independence_bandwidth,
-                           config.independence_defensive, INDEPENDENCE_INFLATION)
+    proposal = independence.fit(key_mix, points, chols, config.independence_components,
+                                config.independence_bandwidth, config.independence_defensive, INDEPENDENCE_INFLATION)
     step = independence.build_step(logdensity_fn, proposal, config.independence_prob)
 
     def one(k, a):
@@ -475,7 +477,7 @@ def sample_posterior(
         num_samples: draws returned per observation (``ceil(num_samples / num_chains)`` per chain).
         num_chains: independent chains per observation.
         num_warmup: adaptation steps per chain (discarded).
-        thin: keep every ``thin``-th step after warm-up; default 3 for RWMH with independence
+        thin: keep every ``thin``-th step after warm-up; default 5 for RWMH with independence
             moves, else :data:`DEFAULT_THIN` of the method (10 for plain RWMH, whose steps are
             strongly autocorrelated, 3 for HMC, 1 for NUTS).
         iid: treat the leading axis of one observation as i.i.d. draws (sum of log-ratios).

@@ -221,7 +221,7 @@ def run_one(task_name: str, budget: int, observations, wheel, args) -> dict:
     x_obs = np.stack([d[0].reshape(task.x_shape) for d in data])
     start = time.perf_counter()
     post = sample_posterior(jax.random.fold_in(key, 2), estimator, task.prior, x_obs,
-                            method=method, num_samples=args.num_samples)
+                            method=method, num_samples=args.num_samples, independence_prob=independence_prob)
     post.samples.block_until_ready()
     times["sample"] = time.perf_counter() - start
     start = time.perf_counter()
