@@ -50,7 +50,7 @@ def run_sbi(args, bank, x_obs, reference, network: str) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         bank_path = os.path.join(tmp, "bank.npz")
         np.savez(bank_path, theta=np.asarray(bank.theta), x=np.asarray(bank.x), x_obs=np.asarray(x_obs),
-                 low=-np.ones(2, np.float32), high=np.ones(2, np.float32))
+                 prior="box", a=-np.ones(2, np.float32), b=np.ones(2, np.float32))
         out, samples_path = os.path.join(tmp, "sbi.json"), os.path.join(tmp, "sbi_samples.npz")
         subprocess.run([args.sbi_python, os.path.join(HERE, "sbi_nre_a.py"), "--bank", bank_path,
                         "--num-samples", str(args.num_samples), "--seed", str(args.seed), "--network", network,

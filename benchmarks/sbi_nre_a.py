@@ -35,9 +35,33 @@ def same_size_classifier(batch_theta, batch_x):
                           embedding_net_x=standardizing_net(batch_x))
 
 
+def torch_prior(data):
+    """The bank's prior as a torch distribution: ``prior`` names the family, ``a`` and ``b`` hold
+    its parameters, each ``(d,)`` or, for ``mvn``'s covariance, ``(d, d)``.
+
+    ``box`` (a = low, b = high: sbi's BoxUniform), ``normal`` and ``lognormal`` (independent, a =
+    loc, b = scale), ``mvn`` (a = mean, b = covariance).
+    """
+    from torch.distributions import Independent, LogNormal, MultivariateNormal, Normal
+
+    from sbi.utils import BoxUniform
+
+    kind, a, b = str(data["prior"]), torch.as_tensor(data["a"]), torch.as_tensor(data["b"])
+    if kind == "box":
+        return BoxUniform(a, b)
+    if kind == "normal":
+        return Independent(Normal(a, b), 1)
+    if kind == "lognormal":
+        return Independent(LogNormal(a, b), 1)
+    if kind == "mvn":
+        return MultivariateNormal(a, covariance_matrix=b)
+    raise ValueError(f"unknown prior family {kind!r} in the bank")
+
+
 def main():
     parser = argparse.ArgumentParser()
-    parser.add_argument("--bank", required=True, help=".npz with theta (n, d), x (n, m), x_obs (m,) or (k, m), low, high")
+    parser.add_argument("--bank", required=True, help=".npz with theta (n, d), x (n, m), x_obs (m,) or (k, m) "
+                        "and the prior (see torch_prior)")
     parser.add_argument("--num-samples", type=int, default=10_000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--output", required=True)
@@ -48,11 +72,10 @@ def main():
 
     import sbi
     from sbi.inference import NRE_A
-    from sbi.utils import BoxUniform
 
     torch.manual_seed(args.seed)
     data = np.load(args.bank)
-    prior = BoxUniform(torch.as_tensor(data["low"]), torch.as_tensor(data["high"]))
+    prior = torch_prior(data)
     theta, x = torch.as_tensor(data["theta"]), torch.as_tensor(data["x"])
     inference = NRE_A(prior=prior, classifier=same_size_classifier if args.network == "same" else "resnet")
     start = time.perf_counter()

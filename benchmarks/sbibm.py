@@ -13,7 +13,8 @@ sbibm's observations and reference samples come from its wheel, downloaded at be
     python benchmarks/sbibm.py --tasks two_moons,slcp --budgets 1000,10000 --observations 1-10
 
 ``--sbi-python PATH`` (a Python with sbi; never CI) also trains sbi's NRE_A with its defaults on
-each row's bank and scores it on the same observations by the same C2ST (box-uniform priors);
+each row's bank and scores it on the same observations by the same C2ST (priors: box-uniform,
+independent normal or log-normal, multivariate normal);
 ``--sbi-only`` adds that to saved rows without re-running aalr_jax.
 """
 
@@ -36,6 +37,7 @@ from concurrent.futures import ProcessPoolExecutor
 
 import jax
 import numpy as np
+import numpyro.distributions as dist
 from tqdm.auto import tqdm
 
 import aalr_jax
@@ -242,19 +244,34 @@ def run_one(task_name: str, budget: int, observations, wheel, args) -> dict:
                 published=published(task_name, budget))
 
 
+def torch_prior_arrays(prior) -> dict | None:
+    """``prior`` as ``sbi_nre_a.py``'s bank fields (``prior``: family, ``a``, ``b``: its parameters,
+    float32), or None for a family it does not build."""
+    base = getattr(prior, "base_dist", None)
+    d = prior.event_shape[0]
+    vec = lambda v: np.broadcast_to(np.asarray(v, np.float32), (d,))
+    if isinstance(prior, dist.MultivariateNormal):
+        return dict(prior="mvn", a=vec(prior.loc), b=np.asarray(prior.covariance_matrix, np.float32))
+    families = {dist.Uniform: ("box", "low", "high"), dist.Normal: ("normal", "loc", "scale"),
+                dist.LogNormal: ("lognormal", "loc", "scale")}
+    if isinstance(prior, dist.Independent) and type(base) in families:
+        kind, a, b = families[type(base)]
+        return dict(prior=kind, a=vec(getattr(base, a)), b=vec(getattr(base, b)))
+    return None
+
+
 def run_sbi(task_name: str, budget: int, observations, wheel, args, backend: str) -> dict:
     """sbi's NRE_A with its defaults (``sbi_nre_a.py`` under ``--sbi-python``) on the bank and the
     observations aalr_jax gets in :func:`run_one`, scored by the same C2ST (``backend``, the row's)
-    against the same references. Box-uniform priors only (what ``sbi_nre_a.py`` builds)."""
+    against the same references, with the task's prior rebuilt in torch (:func:`torch_prior_arrays`)."""
     task = tasks.get(task_name)
-    base = task.prior.base_dist  # a box-uniform prior: main() checked every task before any run
     bank = make_bank(task, budget, args.seed)
     data = [sbibm_observation(wheel, task_name, i) for i in observations]
     with tempfile.TemporaryDirectory() as tmp:
         bank_path, out, samples_path = (os.path.join(tmp, n) for n in ("bank.npz", "sbi.json", "samples.npz"))
         np.savez(bank_path, theta=np.asarray(bank.theta), x=np.asarray(bank.x).reshape(bank.theta.shape[0], -1),
                  x_obs=np.stack([d[0].reshape(-1) for d in data]).astype(np.float32),
-                 low=np.asarray(base.low, np.float32), high=np.asarray(base.high, np.float32))
+                 **torch_prior_arrays(task.prior))
         subprocess.run([args.sbi_python, os.path.join(HERE, "sbi_nre_a.py"), "--bank", bank_path,
                         "--num-samples", str(args.num_samples), "--seed", str(args.seed),
                         "--output", out, "--samples", samples_path], check=True,
@@ -303,7 +320,7 @@ def main(argv=None):
     parser.add_argument("--c2st-batch", type=int, default=1,
                         help="pairs per JAX C2ST call (same scores; 10 on a GPU, 1 on CPU)")
     parser.add_argument("--sbi-python", help="a Python with sbi: also run sbi's NRE_A on each row's bank "
-                        "and observations (box-uniform priors), the column 'sbi NRE_A'")
+                        "and observations, the column 'sbi NRE_A'")
     parser.add_argument("--sbi-only", action="store_true",
                         help="with --sbi-python: add sbi's run to existing rows without re-running aalr_jax")
     parser.add_argument("--quiet", action="store_true")
@@ -321,10 +338,11 @@ def main(argv=None):
         write_markdown(saved["rows"], saved["meta"], args.output)
         return
 
-    if args.sbi_python:  # before any long run: sbi_nre_a.py builds only a box-uniform prior
+    if args.sbi_python:  # before any long run: the priors sbi_nre_a.py can rebuild
         for name in args.tasks.split(","):
-            if not hasattr(getattr(tasks.get(name).prior, "base_dist", None), "low"):
-                parser.error(f"--sbi-python supports box-uniform priors only; {name}'s prior is not one")
+            if torch_prior_arrays(tasks.get(name).prior) is None:
+                parser.error(f"--sbi-python: sbi_nre_a.py cannot rebuild {name}'s prior "
+                             f"({type(tasks.get(name).prior).__name__}) in torch")
     wheel = zipfile.ZipFile(sbibm_wheel(args.cache))
     results = saved["rows"]
     for name in args.tasks.split(","):
