@@ -14,6 +14,7 @@ default of ``sample_posterior``: RWMH up to 4 parameters, HMC beyond.
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import os
 import time
@@ -32,24 +33,25 @@ SEED = 31337
 def floor(task, sampler: str, xs, refs, key, c2st_batch: int) -> tuple[list, float, float]:
     """C2ST per observation, mean acceptance and seconds of one batched exact-likelihood call.
 
-    ``sampler`` is ``method[:thin[:independence_prob]]`` (``hmc:3``, ``rwmh:10:0``); what is left
-    out takes ``sample_posterior``'s default.
+    ``sampler`` is ``method[:thin[:independence_prob[:num_warmup]]]`` (``hmc:3``, ``rwmh:10:0``,
+    ``rwmh:5:0.9:250``); what is left out or empty takes ``sample_posterior``'s default.
     """
-    method, thin, prob = parse_sampler(sampler, task.theta_dim)
+    method, thin, prob, warmup = parse_sampler(sampler, task.theta_dim)
     model = ExactLikelihood(task.log_likelihood, task.x_shape)
     start = time.perf_counter()
     post = sample_posterior(key, model, task.prior, xs, method=method, num_samples=refs.shape[1],
-                            thin=thin, independence_prob=prob)
+                            thin=thin, independence_prob=prob, num_warmup=warmup)
     post.samples.block_until_ready()
     seconds = time.perf_counter() - start
     return c2st_scores(refs, np.asarray(post.samples), "jax", c2st_batch), float(post.acceptance_rate.mean()), seconds
 
 
-def parse_sampler(sampler: str, dim: int) -> tuple[str, int, float]:
-    """``method[:thin[:independence_prob]]`` -> (method, thin, independence_prob), defaults filled in."""
-    method, thin, prob = (sampler.split(":") + ["", ""])[:3]
+def parse_sampler(sampler: str, dim: int) -> tuple[str, int, float, int]:
+    """``method[:thin[:independence_prob[:num_warmup]]]`` -> (method, thin, prob, num_warmup), defaults filled in."""
+    method, thin, prob, warmup = (sampler.split(":") + ["", "", ""])[:4]
     prob = resolve_independence(method, dim, float(prob) if prob else None)
-    return method, int(thin) if thin else default_thin(method, prob), prob
+    warmup = int(warmup) if warmup else inspect.signature(sample_posterior).parameters["num_warmup"].default
+    return method, int(thin) if thin else default_thin(method, prob), prob, warmup
 
 
 def markdown(rows) -> str:
@@ -68,7 +70,7 @@ def main(argv=None):
     parser.add_argument("--observations", type=int, default=4)
     parser.add_argument("--num-samples", type=int, default=10_000)
     parser.add_argument("--samplers", default="rwmh,hmc",
-                        help="method[:thin[:independence_prob]], comma-separated (e.g. hmc:1,hmc:3,rwmh:10:0)")
+                        help="method[:thin[:independence_prob[:num_warmup]]], comma-separated (e.g. hmc:1,hmc:3,rwmh:10:0,rwmh::0.9:250)")
     parser.add_argument("--c2st-batch", type=int, default=1, help="observations per JAX C2ST call (4 on a GPU)")
     parser.add_argument("--output", default=os.path.join(HERE, "results", "choose_sampler.json"))
     args = parser.parse_args(argv)
@@ -87,9 +89,10 @@ def main(argv=None):
         row = dict(task=name, observations=args.observations, samplers=dict(old.get("samplers", {})))
         for sampler in args.samplers.split(","):
             scores, accept, seconds = floor(task, sampler, xs, refs, jax.random.fold_in(key, 2), args.c2st_batch)
-            _, thin, prob = parse_sampler(sampler, task.theta_dim)
+            _, thin, prob, warmup = parse_sampler(sampler, task.theta_dim)
             row["samplers"][sampler] = dict(c2st=scores, c2st_mean=float(np.mean(scores)), acceptance=accept,
-                                            thin=thin, independence_prob=prob, sample_seconds=seconds,
+                                            thin=thin, independence_prob=prob, num_warmup=warmup,
+                                            sample_seconds=seconds,
                                             device=jax.devices()[0].device_kind)
             print(f"{name:18s} {sampler:7s} C2ST {np.round(scores, 3)} mean {np.mean(scores):.3f}  "
                   f"accept {accept:.2f}  {seconds:.0f} s", flush=True)
