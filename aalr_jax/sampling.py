@@ -7,20 +7,25 @@ and fresh observations (``benchmarks/choose_sampler.py``) the two matched on 2-D
 from 5-D on RWMH's per-chain metric, estimated from a handful of effective warm-up draws, left
 C2ST at 0.62–0.64 where HMC reached 0.535 at thin 1 and 0.50–0.52 at its default thin 3.
 
-Warm-up adapts each chain on its own, never pooled across chains: chains of a multimodal
-posterior sit in different modes, and one covariance spanning two modes wrecks every chain's
-acceptance (seen on two_moons: a pooled RWMH proposal accepted 4 % of moves). Per chain:
+Warm-up adapts each chain, never with one covariance of all chains' positions: chains of a
+multimodal posterior sit in different modes, and a covariance spanning two modes wrecks every
+chain's acceptance (seen on two_moons: a pooled RWMH proposal accepted 4 % of moves). Per chain:
 
 * a step size ``ε`` by dual averaging (Hoffman & Gelman 2014) towards a target acceptance rate
   (RWMH: 0.44 in 1-D down to 0.234 from 5-D on, Roberts & Rosenthal 2001; HMC and NUTS: 0.8);
 * a metric ``Σ`` (dense by default) from Welford estimates of the chain's own positions in
-  Stan-style doubling windows, regularised as ``n/(n+5) Σ̂ + 10⁻³·5/(n+5) I``.
+  Stan-style doubling windows, regularised as ``n/(n+5) Σ̂ + 10⁻³·5/(n+5) I``. For RWMH the
+  window estimate is first shrunk halfway to the average of all chains' window estimates (of one
+  observation), ``Σ̂_c ← ½ Σ̂_c + ½ mean_c' Σ̂_c'`` (:data:`RWMH_METRIC_POOLING`): a random walk's
+  window holds few effective draws, so single-chain estimates are noisy and a chain with a poor
+  one barely moves; the average of within-chain covariances never includes the spread between
+  modes, and each chain keeps half of its own shape (:data:`RWMH_METRIC_POOLING` has the numbers).
 
 RWMH proposes ``u' = u + ε L z`` with ``L Lᵀ = Σ``, ``z ~ N(0, I)``. After warm-up, RWMH on up to
 4 parameters also makes independence moves (probability 0.9 per step, :mod:`aalr_jax.independence`):
 jumps drawn from a kernel density of all chains' late warm-up positions, with the Metropolis–Hastings
-correction. This is the one place where the chains share anything, and only a proposal, never a
-metric; a jump can land in any mode, so chains move between modes. On exact 2-D and 4-D posteriors
+correction: the chains share a proposal built from all of them, and a jump can land in any mode, so
+chains move between modes. On exact 2-D and 4-D posteriors
 (100 chains, thin 5 against the plain walk's 10) it gave 2.5-6× the effective samples per step
 (two_moons 0.026 → 0.147, gaussian_mixture 0.045 → 0.176, sir 0.075 → 0.187, lotka_volterra
 0.024 → 0.128) at no loss in C2ST (numbers at :data:`THIN_WITH_INDEPENDENCE`). HMC and NUTS use ``Σ`` as the
@@ -83,7 +88,16 @@ THIN_WITH_INDEPENDENCE = 5
 DEFAULT_INDEPENDENCE_PROB = 0.9
 MAX_RECENT = 10  # late warm-up positions kept per chain for the independence proposal
 INDEPENDENCE_INFLATION = 2.0
-AUTO_RWMH_MAX_DIM = 4  # measured: RWMH ≈ HMC at 2-D, RWMH far worse at 5-D and 10-D; 3-4-D untested
+# Weight of the chains' average window covariance in each RWMH chain's metric (0: each chain alone).
+# Exact likelihoods, 100 chains, sbibm observation 1, min bulk ESS of 10,000 draws, 0 -> 0.5:
+# lotka_volterra (4-D) 5,231 -> 9,147 with independence moves, 248 -> 3,740 (R-hat 1.21 -> 1.02)
+# for the plain walk; two_moons 7,557 -> 7,630; gaussian_mixture 9,587 -> 8,841 (seed 1: 9,478 ->
+# 8,835). Weight 1 (the plain average) gave lotka_volterra 9,273 but gaussian_mixture 8,354; HMC
+# gained nothing from it (gaussian_linear 9,448 -> 9,679, slcp unchanged), so it adapts alone.
+RWMH_METRIC_POOLING = 0.5
+CHAIN_AXIS = "chains"  # vmap axis name of the chains of one observation
+AUTO_RWMH_MAX_DIM = 4  # measured: RWMH ≈ HMC at 2-D, RWMH far worse at 5-D and 10-D; at 4-D RWMH
+# reached C2ST 0.501 on lotka_volterra (HMC not run there: gradients through its ODE solver); 3-D untested
 
 
 def resolve_independence(method: str, dim: int, prob: float | None) -> float:
@@ -286,6 +300,9 @@ class _Adapted(NamedTuple):
 def _warmup_one_chain(rng_key, logdensity_fn, position, config: SamplerConfig, num_recent: int = 0) -> _Adapted:
     """Adapt one chain from ``position: (d,)``: step size by dual averaging, metric in Stan's windows.
 
+    Runs under ``vmap(axis_name=CHAIN_AXIS)``: RWMH shrinks each window's covariance towards the
+    chains' average (:data:`RWMH_METRIC_POOLING`).
+
     ``recent: (num_recent, d)`` keeps the positions at every 5th of the last warm-up steps
     (the last one first); where the warm-up is shorter, the initial position fills in. With
     ``num_recent=0`` (no independence moves) nothing is recorded.
@@ -315,6 +332,8 @@ def _warmup_one_chain(rng_key, logdensity_fn, position, config: SamplerConfig, n
         def close_window(args):
             wf, da, metric = args
             cov, n, _ = wf_final(wf)
+            if config.method == "rwmh":
+                cov = (1.0 - RWMH_METRIC_POOLING) * cov + RWMH_METRIC_POOLING * jax.lax.pmean(cov, CHAIN_AXIS)
             new_metric = (n / (n + 5.0)) * cov + 1e-3 * (5.0 / (n + 5.0)) * eye
             return wf_init(dim), da_init(jnp.exp(da.log_step_size)), prepare(new_metric)
 
@@ -352,8 +371,10 @@ def _draw_one_chain(rng_key, logdensity_fn, adapted: _Adapted, config: SamplerCo
 def run_chains(rng_key: jax.Array, logdensity_fn: Callable, initial_positions: jax.Array, config: SamplerConfig) -> ChainResult:
     """Run ``C`` adapted chains on ``logdensity_fn: (d,) -> ()`` (vmapped, not jitted).
 
-    Every chain adapts on its own; with ``config.independence_prob > 0`` (RWMH only) the chains then
-    share one independence proposal built from all of their warm-ups (:mod:`aalr_jax.independence`).
+    Every chain adapts its own step size and metric (RWMH's metric shrunk towards the chains'
+    average, :data:`RWMH_METRIC_POOLING`); with ``config.independence_prob > 0`` (RWMH only) the
+    chains then share one independence proposal built from all of their warm-ups
+    (:mod:`aalr_jax.independence`).
 
     Args:
         rng_key: PRNG key.
@@ -371,7 +392,7 @@ def run_chains(rng_key: jax.Array, logdensity_fn: Callable, initial_positions: j
     use_independence = config.method == "rwmh" and config.independence_prob > 0.0
     num_recent = min(MAX_RECENT, -(-config.independence_components // num)) if use_independence else 0
     warmup = lambda k, p: _warmup_one_chain(k, logdensity_fn, p, config, num_recent)
-    adapted = jax.vmap(warmup)(warm_keys, initial_positions)
+    adapted = jax.vmap(warmup, axis_name=CHAIN_AXIS)(warm_keys, initial_positions)
     if not use_independence:
         return jax.vmap(lambda k, a: _draw_one_chain(k, logdensity_fn, a, config))(draw_keys, adapted)
     points = adapted.recent.reshape(num * num_recent, -1)

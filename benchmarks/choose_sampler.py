@@ -23,7 +23,7 @@ import jax
 import numpy as np
 
 from aalr_jax import sample_posterior, tasks
-from aalr_jax.sampling import ExactLikelihood, default_thin, resolve_independence
+from aalr_jax.sampling import RWMH_METRIC_POOLING, ExactLikelihood, default_thin, resolve_independence
 from sbibm import c2st_scores
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -55,12 +55,13 @@ def parse_sampler(sampler: str, dim: int) -> tuple[str, int, float, int]:
 
 
 def markdown(rows) -> str:
-    lines = ["| task | observations | sampler (thin) | C2ST mean | max | acceptance |",
-             "| --- | ---: | --- | ---: | ---: | ---: |"]
+    lines = ["| task | observations | sampler (thin) | RWMH metric pooling | C2ST mean | max | acceptance |",
+             "| --- | ---: | --- | ---: | ---: | ---: | ---: |"]
     for row in rows:
         for sampler, r in row["samplers"].items():
-            lines.append(f"| {row['task']} | {row['observations']} | {sampler} ({r['thin']}) | {r['c2st_mean']:.3f} | "
-                         f"{max(r['c2st']):.3f} | {r['acceptance']:.2f} |")
+            pooling = "" if r.get("rwmh_metric_pooling") is None else r["rwmh_metric_pooling"]
+            lines.append(f"| {row['task']} | {row['observations']} | {sampler} ({r['thin']}) | {pooling} | "
+                         f"{r['c2st_mean']:.3f} | {max(r['c2st']):.3f} | {r['acceptance']:.2f} |")
     return "\n".join(lines) + "\n"
 
 
@@ -89,9 +90,10 @@ def main(argv=None):
         row = dict(task=name, observations=args.observations, samplers=dict(old.get("samplers", {})))
         for sampler in args.samplers.split(","):
             scores, accept, seconds = floor(task, sampler, xs, refs, jax.random.fold_in(key, 2), args.c2st_batch)
-            _, thin, prob, warmup = parse_sampler(sampler, task.theta_dim)
+            method, thin, prob, warmup = parse_sampler(sampler, task.theta_dim)
             row["samplers"][sampler] = dict(c2st=scores, c2st_mean=float(np.mean(scores)), acceptance=accept,
                                             thin=thin, independence_prob=prob, num_warmup=warmup,
+                                            rwmh_metric_pooling=RWMH_METRIC_POOLING if method == "rwmh" else None,
                                             sample_seconds=seconds,
                                             device=jax.devices()[0].device_kind)
             print(f"{name:18s} {sampler:7s} C2ST {np.round(scores, 3)} mean {np.mean(scores):.3f}  "
