@@ -50,6 +50,28 @@ def test_gaussian_posterior_recovered(method, num_chains):
     assert np.all(np.asarray(r.ess) > 500)
 
 
+def test_rwmh_chains_pool_their_metric_estimates():
+    """Correlated 4-D Gaussian (eigenvalues 0.05-0.7 of the posterior covariance), plain RWMH with
+    a short 200-step warm-up: each chain's own window estimate is noisy, and without shrinking it
+    towards the chains' average some chains barely move (min bulk ESS 610 of 5,000, R-hat 1.11);
+    with it 2,473 and 1.02. The draws must also match the analytic posterior."""
+    d = 4
+    a = np.random.default_rng(0).normal(size=(d, d))
+    cov = a @ a.T + 0.05 * np.eye(d)
+    cov = 0.3 * cov / np.sqrt(np.outer(np.diag(cov), np.diag(cov)))  # the likelihood's covariance
+    precision = np.linalg.inv(cov)
+    prior = dist.Normal(jnp.zeros(d), 5.0).to_event(1)
+    model = ExactLikelihood(lambda th, x: -0.5 * (x - th) @ jnp.asarray(precision, jnp.float32) @ (x - th), (d,))
+    x = np.array([0.5, -0.3, 0.2, 0.1])
+    post_cov = np.linalg.inv(precision + np.eye(d) / 25.0)
+    post_mean = post_cov @ precision @ x
+    r = sample_posterior(jax.random.PRNGKey(1), model, prior, x, num_samples=5000, num_warmup=200,
+                         independence_prob=0.0)
+    assert np.min(np.asarray(r.ess)) > 1500 and np.max(np.asarray(r.rhat)) < 1.05
+    assert_moments(r, post_mean, np.sqrt(np.diag(post_cov)))
+    np.testing.assert_allclose(np.cov(np.asarray(r.samples).T), post_cov, atol=0.05 * np.max(np.diag(post_cov)))
+
+
 def test_truncated_gaussian_in_box():
     """Box prior U(0, 1)^2 with a likelihood centred near a corner: a truncated normal."""
     prior = priors.box_uniform(0.0, [1.0, 1.0])
