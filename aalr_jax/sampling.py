@@ -301,7 +301,8 @@ def _warmup_one_chain(rng_key, logdensity_fn, position, config: SamplerConfig, n
     """Adapt one chain from ``position: (d,)``: step size by dual averaging, metric in Stan's windows.
 
     Runs under ``vmap(axis_name=CHAIN_AXIS)``: RWMH shrinks each window's covariance towards the
-    chains' average (:data:`RWMH_METRIC_POOLING`).
+    average of the chains' finite ones (:data:`RWMH_METRIC_POOLING`), so a broken chain (a
+    non-finite position) stays its own problem.
 
     ``recent: (num_recent, d)`` keeps the positions at every 5th of the last warm-up steps
     (the last one first); where the warm-up is shorter, the initial position fills in. With
@@ -332,8 +333,11 @@ def _warmup_one_chain(rng_key, logdensity_fn, position, config: SamplerConfig, n
         def close_window(args):
             wf, da, metric = args
             cov, n, _ = wf_final(wf)
-            if config.method == "rwmh":
-                cov = (1.0 - RWMH_METRIC_POOLING) * cov + RWMH_METRIC_POOLING * jax.lax.pmean(cov, CHAIN_AXIS)
+            if config.method == "rwmh":  # average over the chains whose estimate is finite
+                ok = jnp.all(jnp.isfinite(cov))
+                total = jax.lax.psum(jnp.where(ok, cov, 0.0), CHAIN_AXIS)
+                average = total / jnp.maximum(jax.lax.psum(ok.astype(cov.dtype), CHAIN_AXIS), 1.0)
+                cov = (1.0 - RWMH_METRIC_POOLING) * cov + RWMH_METRIC_POOLING * average
             new_metric = (n / (n + 5.0)) * cov + 1e-3 * (5.0 / (n + 5.0)) * eye
             return wf_init(dim), da_init(jnp.exp(da.log_step_size)), prepare(new_metric)
 

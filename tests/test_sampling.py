@@ -72,6 +72,21 @@ def test_rwmh_chains_pool_their_metric_estimates():
     np.testing.assert_allclose(np.cov(np.asarray(r.samples).T), post_cov, atol=0.05 * np.max(np.diag(post_cov)))
 
 
+def test_a_broken_chain_does_not_spoil_the_pooled_metric():
+    """One chain starting at a non-finite position has a NaN window covariance; the other chains
+    average only the finite ones, so their draws still follow the target (standard normal)."""
+    from aalr_jax.sampling import SamplerConfig, run_chains
+
+    start = jnp.zeros((20, 2)).at[0].set(jnp.nan)
+    config = SamplerConfig(method="rwmh", num_chains=20, num_warmup=300, num_draws=400, thin=5)
+    logdensity = lambda u: -0.5 * jnp.sum(u**2)
+    result = run_chains(jax.random.PRNGKey(0), logdensity, start, config)
+    healthy = np.asarray(result.positions[1:]).reshape(-1, 2)
+    assert np.all(np.isfinite(healthy))
+    np.testing.assert_allclose(healthy.mean(0), 0.0, atol=0.1)
+    np.testing.assert_allclose(healthy.std(0), 1.0, rtol=0.1)
+
+
 def test_truncated_gaussian_in_box():
     """Box prior U(0, 1)^2 with a likelihood centred near a corner: a truncated normal."""
     prior = priors.box_uniform(0.0, [1.0, 1.0])
