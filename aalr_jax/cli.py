@@ -99,6 +99,8 @@ def _add_training_options(parser) -> None:
                        help="widths of the network's hidden layers (default: 128,128,128)")
     group.add_argument("--ensemble", type=_positive_int, default=1, metavar="M",
                        help="train M networks on one split and average their logits (default: %(default)s)")
+    group.add_argument("--num-negatives", type=_positive_int, default=1, metavar="K",
+                       help="independent θ per simulation in each training batch (default: %(default)s)")
 
 
 def _add_sampling_options(parser) -> None:
@@ -322,7 +324,7 @@ def _train(args, bank, task_name, timings) -> tuple:
     """Fit an estimator and build its metadata."""
     with _phase(args, timings, "train", f"training on {bank.num_simulations} simulations"):
         options = dict(hidden_features=args.hidden, batch_size=args.batch_size, max_epochs=args.max_epochs,
-                       patience=args.patience, progress=not args.quiet)
+                       patience=args.patience, num_negatives=args.num_negatives, progress=not args.quiet)
         if args.ensemble == 1:
             result = fit(_key(args, "train"), bank, **options)
             training = _training_record(result.history)
@@ -331,6 +333,7 @@ def _train(args, bank, task_name, timings) -> tuple:
             training = {"num_members": args.ensemble, "validation_loss": _json_number(result.validation_loss),
                         "members": [_training_record(h) for h in result.histories]}
         jax.block_until_ready(result.estimator)
+    training["num_negatives"] = args.num_negatives
     metadata = {"task": task_name, "num_simulations": bank.num_simulations, "seed": args.seed, "training": training}
     return result.estimator, metadata
 

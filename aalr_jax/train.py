@@ -60,14 +60,14 @@ class EnsembleFitResult(NamedTuple):
     validation_loss: float
 
 
-def build_epoch(optimizer: optax.GradientTransformation, batch_size: int, balance: float = 0.0):
+def build_epoch(optimizer: optax.GradientTransformation, batch_size: int, balance: float = 0.0, num_negatives: int = 1):
     """A jitted ``epoch(state, theta, x, rng_key) -> (state, mean_train_loss)``.
 
     ``theta: (n, d)`` and ``x: (n, *x_shape)`` are traced arguments (never closed over).
     """
 
     def loss_fn(params, estimator, theta, x):
-        return estimator_loss(dataclasses.replace(estimator, params=params), theta, x, balance)
+        return estimator_loss(dataclasses.replace(estimator, params=params), theta, x, balance, num_negatives)
 
     def step(state: TrainState, batch):
         theta, x = batch
@@ -160,6 +160,7 @@ def fit(
     validation_fraction: float = 0.1,
     validation_bank: SimulationBank | None = None,
     balance: float = 0.0,
+    num_negatives: int = 1,
     progress: bool = True,
 ) -> FitResult:
     """Train a ratio estimator ``f(θ, x) ≈ log r(x|θ)`` on a simulation bank.
@@ -182,13 +183,16 @@ def fit(
         validation_fraction: share of ``bank`` held out when ``validation_bank`` is not given.
         validation_bank: an explicit held-out bank (then all of ``bank`` trains).
         balance: λ of the balanced-NRE penalty (0: plain AALR; 100 is the BNRE paper's value).
+        num_negatives: independent partners per simulation in each training batch (θ of K other
+            simulations of the batch, :func:`aalr_jax.losses.estimator_loss`); the validation
+            loss always uses one, so runs with different K are compared on the same loss.
         progress: show a progress bar with train and validation loss.
 
     Returns:
         ``FitResult(estimator, history)``; the estimator holds the best-validation parameters.
     """
     theta, x = _checked_bank(bank)
-    for name, value in (("max_epochs", max_epochs), ("patience", patience)) + (
+    for name, value in (("max_epochs", max_epochs), ("patience", patience), ("num_negatives", num_negatives)) + (
         (("batch_size", batch_size),) if batch_size is not None else ()
     ):
         if int(value) != value or value < 1:
@@ -213,6 +217,8 @@ def fit(
             f"batch_size={batch_size} is larger than the {train.num_simulations} training simulations; "
             "simulate more or lower batch_size"
         )
+    if num_negatives >= batch_size:
+        raise ValueError(f"num_negatives must be smaller than batch_size ({batch_size}), got {num_negatives}")
     if val.num_simulations < 2:
         raise ValueError("the validation bank needs at least 2 simulations")
 
@@ -231,7 +237,7 @@ def fit(
         schedule = optax.cosine_decay_schedule(learning_rate, steps, alpha=0.01)
         optimizer = optax.adamw(schedule, weight_decay=0.0)
     state = TrainState(estimator, optimizer.init(estimator.params))
-    epoch = build_epoch(optimizer, batch_size, balance)
+    epoch = build_epoch(optimizer, batch_size, balance, int(num_negatives))
 
     start = time.perf_counter()
     best_loss, best_epoch, best = np.inf, 0, estimator

@@ -168,6 +168,8 @@ def test_user_errors(trained, tmp_path, capsys):
         (["run", "--observation", tmp_path / "x.npy", "--output", tmp_path], "observation file not found"),
         (["sample", "--estimator", trained, "--task", "slcp", "--output", tmp_path], "task slcp"),
         (["train", "--bank", trained.parent / "bank.npz", "--task", "slcp", "--output", tmp_path / "e"], "task slcp"),
+        (["train", "--bank", trained.parent / "bank.npz", "--batch-size", "8", "--num-negatives", "8", "--quiet",
+          "--output", tmp_path / "e"], "num_negatives must be smaller than batch_size (8)"),
     ]
     bad_text = tmp_path / "obs.txt"
     bad_text.write_text("1,2\n")
@@ -246,14 +248,16 @@ def test_an_iid_default_observation_without_iid_says_how(tmp_path, capsys):
 
 def test_train_an_ensemble_then_sample_with_it(trained, tmp_path, capsys):
     """--ensemble 2: the file holds two members (each the network `train` makes alone), the run
-    records each member's training, and `sample` reads the ensemble back."""
+    records each member's training (here with 2 negatives per simulation), and `sample` reads the
+    ensemble back."""
     estimator = tmp_path / "ensemble.npz"
     out, _ = _run_ok(["train", "--bank", trained.parent / "bank.npz", "--output", estimator, "--task", "two_moons",
-                      *TRAINING, "--ensemble", "2", "--quiet"], capsys)
+                      *TRAINING, "--ensemble", "2", "--num-negatives", "2", "--quiet"], capsys)
     assert "trained 2 members" in out
     meta = io.load_metadata(estimator)
     training = meta["metadata"]["training"]
     assert meta["num_members"] == 2 and training["num_members"] == 2 and len(training["members"]) == 2
+    assert training["num_negatives"] == 2
     assert training["validation_loss"] < 2 * math.log(2)  # below chance (2 log 2): the ensemble learned
     ensemble = io.load_estimator(estimator)
     theta, x = jnp.array([[0.1, 0.2]]), jnp.array([[0.0, -0.1]])

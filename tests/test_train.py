@@ -8,7 +8,7 @@ import pytest
 
 from aalr_jax import fit, fit_ensemble, sample_posterior, simulate, tasks
 from aalr_jax.data import SimulationBank
-from aalr_jax.losses import aalr_loss, balance_penalty, repair
+from aalr_jax.losses import aalr_loss, balance_penalty, estimator_loss, repair
 from aalr_jax.tasks import gaussian_linear
 from aalr_jax.train import evaluate
 
@@ -26,6 +26,29 @@ def test_aalr_loss_by_hand():
     np.testing.assert_allclose(balance_penalty(lj, lm), (sig(lj).mean() + sig(lm).mean() - 1) ** 2, rtol=1e-5)
     theta = jnp.arange(6.0).reshape(3, 2)
     np.testing.assert_array_equal(repair(theta), theta[jnp.array([2, 0, 1])])
+
+
+class _QuadraticLogit:
+    """A stand-in estimator: features are x itself, the logit is ``-|θ - x|²``."""
+
+    def embed(self, x):
+        return x
+
+    def head(self, theta, features):
+        return -jnp.sum((theta - features) ** 2, axis=-1)
+
+
+def test_estimator_loss_with_several_negatives_by_hand():
+    """K negatives: every x_i also meets θ_{i-1}, ..., θ_{i-K} (cyclic), and the second term averages them."""
+    rng = np.random.default_rng(0)
+    theta, x = rng.normal(size=(5, 2)).astype(np.float32), rng.normal(size=(5, 2)).astype(np.float32)
+    logit = lambda t, v: -np.sum((t - v) ** 2)
+    softplus = lambda v: np.log1p(np.exp(v))
+    joint = np.mean([softplus(-logit(theta[i], x[i])) for i in range(5)])
+    for k in (1, 3):
+        marginal = np.mean([softplus(logit(theta[(i - j) % 5], x[i])) for i in range(5) for j in range(1, k + 1)])
+        got = estimator_loss(_QuadraticLogit(), jnp.asarray(theta), jnp.asarray(x), num_negatives=k)
+        np.testing.assert_allclose(got, joint + marginal, rtol=1e-5)
 
 
 @pytest.fixture(scope="module")
@@ -137,6 +160,8 @@ def test_balanced_training_runs_and_penalises_imbalance():
         (dict(max_epochs=0), "max_epochs must be a positive integer"),
         (dict(validation_fraction=1.5), r"validation_fraction must lie in \(0, 1\)"),
         (dict(balance=-1.0), "balance must be >= 0"),
+        (dict(num_negatives=0), "num_negatives must be a positive integer"),
+        (dict(batch_size=64, num_negatives=64), r"num_negatives must be smaller than batch_size \(64\)"),
         (dict(activation="sigmoid"), "activation must be one of"),
     ],
 )
