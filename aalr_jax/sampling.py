@@ -36,6 +36,10 @@ half-period) and freeze the chains. After warm-up the parameters are frozen, so 
 Initial positions (``init="sir"``) are drawn without replacement (Gumbel top-k) from
 ``num_init_candidates`` prior draws weighted by the estimated ratio ``exp Σ_i f(θ, x_i)``: the
 sampling-importance-resampling start of sbi, which puts chains into every mode they should visit.
+The default is ``max(10⁴, 10·C)`` candidates for C chains: with as many candidates as chains every
+candidate is taken and the start is the prior. On two_moons (10⁴ simulations, one network) with
+10⁴ chains, 10⁴ candidates left the worst chain accepting 3 % of its steps after warm-up, 10⁵
+candidates 40 % (mean 0.39 → 0.48), with 14 % more effective samples.
 
 ``sample_posterior`` vmaps chains inside a ``lax.scan`` and vmaps observations around that, all
 under one ``jax.jit`` keyed on the static configuration, so a new batch of observations of the same
@@ -143,7 +147,7 @@ class SamplerConfig(NamedTuple):
     dense_metric: bool = True
     target_acceptance: float | None = None
     init: str = "sir"
-    num_init_candidates: int = 10_000
+    num_init_candidates: int = 10_000  # resolved by sample_posterior: at least num_chains
     independence_prob: float = 0.0
     independence_components: int = 128
     independence_bandwidth: float | None = None
@@ -414,7 +418,7 @@ def run_chains(rng_key: jax.Array, logdensity_fn: Callable, initial_positions: j
 
 def _initial_positions(rng_key, model, prior, features, config: SamplerConfig):
     """``(C, d)`` starting points in constrained space."""
-    num = max(config.num_init_candidates, config.num_chains)
+    num = config.num_init_candidates
     key_prior, key_pick = jax.random.split(rng_key)
     candidates = prior.sample(key_prior, (num,))
     if config.init == "prior":
@@ -456,6 +460,16 @@ def _sample_batch(rng_key, model, x_obs, prior, config: SamplerConfig, iid: bool
     return jax.vmap(lambda k, x: _sample_one(k, model, prior, x, config, iid))(keys, x_obs)
 
 
+def _init_candidates(value, num_chains: int) -> int:
+    """``num_init_candidates`` resolved: default ``max(10⁴, 10·num_chains)``, else at least ``num_chains``."""
+    if value is None:
+        return max(10_000, 10 * num_chains)
+    value = _positive_int("num_init_candidates", value)
+    if value < num_chains:
+        raise ValueError(f"num_init_candidates must be at least num_chains ({num_chains}), got {value}")
+    return value
+
+
 def _positive_int(name, value):
     if isinstance(value, bool) or int(value) != value or value < 1:
         raise ValueError(f"{name} must be a positive integer, got {value!r}")
@@ -479,7 +493,7 @@ def sample_posterior(
     dense_metric: bool = True,
     target_acceptance: float | None = None,
     init: str = "sir",
-    num_init_candidates: int = 10_000,
+    num_init_candidates: int | None = None,
     independence_prob: float | None = None,
     independence_components: int = 128,
     independence_bandwidth: float | None = None,
@@ -512,7 +526,8 @@ def sample_posterior(
         dense_metric: adapt a dense (True) or diagonal metric.
         target_acceptance: override the default acceptance target of the step-size adaptation.
         init: ``"sir"`` (ratio-weighted resampling of prior draws) or ``"prior"``.
-        num_init_candidates: prior draws for ``init="sir"``.
+        num_init_candidates: prior draws for ``init="sir"``, at least ``num_chains``; default
+            ``max(10_000, 10 * num_chains)``.
         independence_prob: RWMH only: probability that a step after warm-up proposes from a
             kernel density of all chains' late warm-up positions instead of the random walk
             (:mod:`aalr_jax.independence`). Default: 0.9 for RWMH on up to 4 parameters, else 0.
@@ -564,7 +579,7 @@ def sample_posterior(
         dense_metric=bool(dense_metric),
         target_acceptance=target_acceptance,
         init=init,
-        num_init_candidates=_positive_int("num_init_candidates", num_init_candidates),
+        num_init_candidates=_init_candidates(num_init_candidates, num_chains),
         independence_prob=independence_prob,
         independence_components=_positive_int("independence_components", independence_components),
         independence_bandwidth=None if independence_bandwidth is None else float(independence_bandwidth),

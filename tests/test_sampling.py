@@ -193,6 +193,7 @@ def test_warmup_schedule_windows():
         (dict(x_obs=jnp.array([jnp.nan, 0.0])), r"x_obs contains non-finite"),
         (dict(prior=dist.Normal(jnp.zeros(2), 1.0)), r"event_shape \(d,\).*to_event\(1\)"),
         (dict(prior="uniform"), r"prior must be a numpyro"),
+        (dict(num_chains=10, num_init_candidates=5), r"num_init_candidates must be at least num_chains \(10\), got 5"),
     ],
 )
 def test_bad_input_gives_clear_errors(kwargs, match):
@@ -210,6 +211,21 @@ def test_estimator_and_prior_dimensions_must_agree():
                          standardization_from(jnp.ones((4, 2)), jnp.ones((4, 2))))
     with pytest.raises(ValueError, match=r"theta of dimension 2 but the prior has event_shape \(3,\)"):
         sample_posterior(jax.random.PRNGKey(0), est, dist.Normal(jnp.zeros(3), 1.0).to_event(1), jnp.zeros(2))
+
+
+def test_many_chains_still_start_in_the_posterior():
+    """The ratio-weighted start takes the best of max(10⁴, 10·C) prior draws, so 10⁴ chains (as many
+    as the former fixed 10⁴ candidates, which then all became starts: the prior) still start in the
+    posterior's bulk. N(θ, 0.3² I) likelihood under a U(-3, 3)² prior: the 3σ disc around x holds
+    π·0.9²/36 = 7 % of the prior, so prior starts would put 7 % of the chains there; the best 10⁴ of
+    10⁵ candidates take about all 7,000 candidates inside it. No warm-up, one step per chain."""
+    prior = dist.Uniform(-3.0 * jnp.ones(2), 3.0 * jnp.ones(2)).to_event(1)
+    model = ExactLikelihood(lambda th, x: dist.Normal(th, 0.3).log_prob(x).sum(), (2,))
+    x = jnp.array([0.5, -0.5])
+    r = sample_posterior(jax.random.PRNGKey(0), model, prior, x, method="rwmh", independence_prob=0.0,
+                         num_chains=10_000, num_samples=10_000, num_warmup=0, thin=1)
+    inside = np.linalg.norm(np.asarray(r.samples) - np.asarray(x), axis=1) < 0.9
+    assert inside.mean() > 0.5, inside.mean()
 
 
 def test_one_draw_per_chain_is_a_posterior_sample():
