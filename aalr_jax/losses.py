@@ -54,7 +54,8 @@ def estimator_loss(estimator, theta: jax.Array, x: jax.Array, balance: float = 0
     """
     features = estimator.embed(x)
     logits_joint = estimator.head(theta, features)
-    partners = jnp.stack([repair(theta, k) for k in range(1, num_negatives + 1)])  # (K, n, d)
-    logits_marginal = estimator.head(partners, features)  # (K, n)
+    # (K·n, d) partners and their x's features; K = 1 is the plain rolled batch
+    partners = jnp.concatenate([repair(theta, k) for k in range(1, num_negatives + 1)])
+    logits_marginal = estimator.head(partners, jnp.concatenate([features] * num_negatives, axis=-2))
     loss = aalr_loss(logits_joint, logits_marginal)
     return loss + balance * balance_penalty(logits_joint, logits_marginal)
