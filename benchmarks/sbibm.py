@@ -144,6 +144,12 @@ def sampler_label(row: dict) -> str:
     return f"{row['method']}{f'+ind {prob:g}' if prob else ''} thin {row['thin']}"
 
 
+def nets_label(row: dict) -> str:
+    """Networks averaged, and the negatives per simulation in training where not fit's default 1."""
+    negatives = row.get("num_negatives", 1)
+    return f"{row.get('members', 1)}{f' ({negatives} negatives)' if negatives > 1 else ''}"
+
+
 def markdown(rows: list[dict], meta: dict) -> str:
     """The results as a Markdown table, one line per task and budget, with targets marked."""
     fmt = lambda v: "" if v is None else f"{v['mean']:.3f}"
@@ -159,7 +165,7 @@ def markdown(rows: list[dict], meta: dict) -> str:
         pub, sec = row["published"], row["seconds"]
         lines.append(
             f"| {row['task']} | {row['num_simulations']:,}{marks[row['device'], row['cpu_count'], row['jax']]} | {row['c2st_mean']:.3f} ± {row['c2st_std']:.3f}"
-            f"{JAX_MARK if row.get('c2st_backend') == 'jax' else ''}{BOUND_MARK if row.get('theta_bound') else ''} | {sampler_label(row)}, {row.get('members', 1)} | "
+            f"{JAX_MARK if row.get('c2st_backend') == 'jax' else ''}{BOUND_MARK if row.get('theta_bound') else ''} | {sampler_label(row)}, {nets_label(row)} | "
             f"{fmt(pub.get('NRE'))} | {fmt(pub.get('NRE-C'))} | {fmt(pub.get('NPE'))} | {sbi_column(row)} | {', '.join(targets(row))} | "
             + " | ".join(f"{sec[k]:.0f}" for k in ("simulate", "train", "sample", "c2st")) + " |")
     if any(row.get("theta_bound") for row in rows):
@@ -209,7 +215,7 @@ def run_one(task_name: str, budget: int, observations, wheel, args) -> dict:
     bank = make_bank(task, budget, args.seed)
     times["simulate"] = time.perf_counter() - start
     start = time.perf_counter()
-    network = dict(theta_bound=args.theta_bound, progress=not args.quiet)
+    network = dict(theta_bound=args.theta_bound, num_negatives=args.num_negatives, progress=not args.quiet)
     if args.ensemble == 1:
         estimator, history = fit(jax.random.fold_in(key, 1), bank, **network)
         histories = [history]
@@ -238,7 +244,7 @@ def run_one(task_name: str, budget: int, observations, wheel, args) -> dict:
     return dict(task=task_name, num_simulations=budget, observations=list(observations),
                 c2st=scores, c2st_backend=args.c2st_backend, c2st_mean=float(np.mean(scores)), c2st_std=float(np.std(scores)),
                 method=method, device=jax.devices()[0].device_kind, cpu_count=os.cpu_count(), jax=jax.__version__,
-                thin=default_thin(method, independence_prob), independence_prob=independence_prob, members=args.ensemble, theta_bound=estimator.config.theta_bound, epochs=[len(h.train_loss) for h in histories],
+                thin=default_thin(method, independence_prob), independence_prob=independence_prob, members=args.ensemble, num_negatives=args.num_negatives, theta_bound=estimator.config.theta_bound, epochs=[len(h.train_loss) for h in histories],
                 best_epoch=[h.best_epoch for h in histories],
                 acceptance=float(np.mean(post.acceptance_rate)), seconds=times,
                 published=published(task_name, budget))
@@ -317,6 +323,8 @@ def main(argv=None):
     parser.add_argument("--theta-bound", type=lambda v: None if v == "none" else float(v), default=10.0,
                         help="fit's theta_bound (default 10; 'none' feeds z(θ) unbounded, as before session 4)")
     parser.add_argument("--ensemble", type=int, default=1, help="networks averaged (fit_ensemble) when > 1")
+    parser.add_argument("--num-negatives", type=int, default=1,
+                        help="fit's num_negatives: independent θ per simulation in each training batch")
     parser.add_argument("--c2st-batch", type=int, default=1,
                         help="pairs per JAX C2ST call (same scores; 10 on a GPU, 1 on CPU)")
     parser.add_argument("--sbi-python", help="a Python with sbi: also run sbi's NRE_A on each row's bank "
