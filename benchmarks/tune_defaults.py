@@ -58,7 +58,6 @@ def candidates(budget: int) -> dict:
         "ensemble 2": dict(num_members=2),  # fit_ensemble: the default network, logits averaged
         "ensemble 4": dict(num_members=4),
         "ensemble 8": dict(num_members=8),
-        "ensemble 8 lr/4": dict(num_members=8, learning_rate=lr / 4),
         "negatives 4": dict(num_negatives=4),  # every x meets 4 independent θ per batch
         "negatives 16": dict(num_negatives=16),
         "negatives 4 lr/4": dict(num_negatives=4, learning_rate=lr / 4),
