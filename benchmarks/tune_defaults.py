@@ -24,7 +24,9 @@ import numpy as np
 import optax
 
 from aalr_jax import fit, fit_ensemble, sample_posterior, simulate, tasks
+from aalr_jax.tasks import gaussian_mixture as gm
 from aalr_jax.tasks.gaussian_linear import NOISE_VAR, PRIOR_VAR
+from aalr_jax.tasks.gaussian_linear_uniform import log_normal_interval_mass
 from aalr_jax.train import default_batch_size, default_learning_rate, evaluate
 from sbibm import c2st_scores
 
@@ -78,6 +80,27 @@ class GaussianLinearRatio(NamedTuple):
         return log_normal(x - theta, NOISE_VAR) - log_normal(x, PRIOR_VAR + NOISE_VAR)
 
 
+class GaussianMixtureRatio(NamedTuple):
+    """The exact log-ratio of gaussian_mixture, log Σ_k ½ N(x; θ, σ_k² I) - log p(x), where
+    p(x) = Σ_k ½ Π_i [Φ((10 - x_i)/σ_k) - Φ((-10 - x_i)/σ_k)] / 20 under the U(-10, 10) prior."""
+
+    def embed(self, x):
+        return x
+
+    def head(self, theta, x):
+        dim = x.shape[-1]
+        log_lik = jax.nn.logsumexp(jnp.stack([
+            jnp.log(w) - 0.5 * jnp.sum((x - theta) ** 2, axis=-1) / s**2 - dim * jnp.log(jnp.sqrt(2 * jnp.pi) * s)
+            for w, s in zip(gm.WEIGHTS, gm.SCALES, strict=True)]), axis=0)  # fmt: skip
+        log_evidence = jax.nn.logsumexp(jnp.stack([
+            jnp.log(w) + jnp.sum(log_normal_interval_mass((-gm.PRIOR_BOUND - x) / s, (gm.PRIOR_BOUND - x) / s), axis=-1)
+            for w, s in zip(gm.WEIGHTS, gm.SCALES, strict=True)]), axis=0) - dim * jnp.log(2 * gm.PRIOR_BOUND)  # fmt: skip
+        return log_lik - log_evidence
+
+
+EXACT_RATIOS = {"gaussian_linear": GaussianLinearRatio, "gaussian_mixture": GaussianMixtureRatio}
+
+
 def score(task, estimator, key, num_obs, num_samples, reference_fn, backend="sklearn"):
     theta = task.prior.sample(jax.random.fold_in(key, 0), (num_obs,))
     keys = jax.random.split(jax.random.fold_in(key, 1), num_obs)
@@ -108,7 +131,7 @@ def main(argv=None):
             bank = simulate(jax.random.PRNGKey(1000 + budget), task, budget, progress=False)
             # fresh pairs for the loss every candidate is compared on (not the split fit selects on)
             test_bank = simulate(jax.random.PRNGKey(3000 + budget), task, 20_000, progress=False)
-            bayes = evaluate(GaussianLinearRatio(), test_bank) if name == "gaussian_linear" else None
+            bayes = evaluate(EXACT_RATIOS[name](), test_bank) if name in EXACT_RATIOS else None
             if bayes is not None:
                 print(f"{name:16s} {budget:6d} Bayes loss on the test pairs {bayes:.4f}", flush=True)
             for label, kwargs in candidates(budget).items():
