@@ -63,8 +63,6 @@ def candidates(budget: int) -> dict:
         "negatives 4": dict(num_negatives=4),  # every x meets 4 independent θ per batch
         "negatives 16": dict(num_negatives=16),
         "negatives 4 lr/4": dict(num_negatives=4, learning_rate=lr / 4),
-        "ensemble 4 negatives 4": dict(num_members=4, num_negatives=4),
-        "ensemble 8 negatives 4": dict(num_members=8, num_negatives=4),
     }
 
 
