@@ -87,9 +87,7 @@ class GaussianMixtureRatio(NamedTuple):
 
     def head(self, theta, x):
         dim = x.shape[-1]
-        log_lik = jax.nn.logsumexp(jnp.stack([
-            jnp.log(w) - 0.5 * jnp.sum((x - theta) ** 2, axis=-1) / s**2 - dim * jnp.log(jnp.sqrt(2 * jnp.pi) * s)
-            for w, s in zip(gm.WEIGHTS, gm.SCALES, strict=True)]), axis=0)  # fmt: skip
+        log_lik = jnp.vectorize(gm.log_likelihood, signature="(d),(d)->()")(theta, x)
         log_evidence = jax.nn.logsumexp(jnp.stack([
             jnp.log(w) + jnp.sum(log_normal_interval_mass((-gm.PRIOR_BOUND - x) / s, (gm.PRIOR_BOUND - x) / s), axis=-1)
             for w, s in zip(gm.WEIGHTS, gm.SCALES, strict=True)]), axis=0) - dim * jnp.log(2 * gm.PRIOR_BOUND)  # fmt: skip
