@@ -60,14 +60,21 @@ _positive_int = _int_at_least(1, "positive")
 _non_negative_int = _int_at_least(0, "non-negative")
 
 
-def _probability(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"expected a probability in [0, 1], got {text!r}")
-    return value
+def _in_unit_interval(what: str):
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = -1.0
+        if not 0.0 <= value <= 1.0:
+            raise argparse.ArgumentTypeError(f"expected {what} in [0, 1], got {text!r}")
+        return value
+
+    return parse
+
+
+_probability = _in_unit_interval("a probability")
+_exponent = _in_unit_interval("an exponent")
 
 
 def _widths(text: str) -> tuple:
@@ -101,6 +108,9 @@ def _add_training_options(parser) -> None:
                        help="train M networks on one split and average their logits (default: %(default)s)")
     group.add_argument("--num-negatives", type=_positive_int, default=1, metavar="K",
                        help="independent θ per simulation in each training batch (default: %(default)s)")
+    group.add_argument("--ratio-weighting", type=_exponent, default=0.0, metavar="ALPHA",
+                       help="weight each training pair's loss by (1 + r)^ALPHA, r the current ratio estimate "
+                            "(default: %(default)s)")
 
 
 def _add_sampling_options(parser) -> None:
@@ -324,7 +334,8 @@ def _train(args, bank, task_name, timings) -> tuple:
     """Fit an estimator and build its metadata."""
     with _phase(args, timings, "train", f"training on {bank.num_simulations} simulations"):
         options = dict(hidden_features=args.hidden, batch_size=args.batch_size, max_epochs=args.max_epochs,
-                       patience=args.patience, num_negatives=args.num_negatives, progress=not args.quiet)
+                       patience=args.patience, num_negatives=args.num_negatives,
+                       ratio_weighting=args.ratio_weighting, progress=not args.quiet)
         if args.ensemble == 1:
             result = fit(_key(args, "train"), bank, **options)
             training = _training_record(result.history)
@@ -334,6 +345,7 @@ def _train(args, bank, task_name, timings) -> tuple:
                         "members": [_training_record(h) for h in result.histories]}
         jax.block_until_ready(result.estimator)
     training["num_negatives"] = args.num_negatives
+    training["ratio_weighting"] = args.ratio_weighting
     metadata = {"task": task_name, "num_simulations": bank.num_simulations, "seed": args.seed, "training": training}
     return result.estimator, metadata
 

@@ -60,14 +60,16 @@ class EnsembleFitResult(NamedTuple):
     validation_loss: float
 
 
-def build_epoch(optimizer: optax.GradientTransformation, batch_size: int, balance: float = 0.0, num_negatives: int = 1):
+def build_epoch(optimizer: optax.GradientTransformation, batch_size: int, balance: float = 0.0, num_negatives: int = 1,
+                ratio_weighting: float = 0.0):
     """A jitted ``epoch(state, theta, x, rng_key) -> (state, mean_train_loss)``.
 
     ``theta: (n, d)`` and ``x: (n, *x_shape)`` are traced arguments (never closed over).
     """
 
     def loss_fn(params, estimator, theta, x):
-        return estimator_loss(dataclasses.replace(estimator, params=params), theta, x, balance, num_negatives)
+        return estimator_loss(dataclasses.replace(estimator, params=params), theta, x, balance, num_negatives,
+                              ratio_weighting)
 
     def step(state: TrainState, batch):
         theta, x = batch
@@ -161,6 +163,7 @@ def fit(
     validation_bank: SimulationBank | None = None,
     balance: float = 0.0,
     num_negatives: int = 1,
+    ratio_weighting: float = 0.0,
     progress: bool = True,
 ) -> FitResult:
     """Train a ratio estimator ``f(θ, x) ≈ log r(x|θ)`` on a simulation bank.
@@ -186,6 +189,10 @@ def fit(
         num_negatives: independent partners per simulation in each training batch (θ of K other
             simulations of the batch, :func:`aalr_jax.losses.estimator_loss`); the validation
             loss always uses one, so runs with different K are compared on the same loss.
+        ratio_weighting: α in [0, 1]: each training pair's cross-entropy is weighted by
+            ``(1 + r̂)^α`` (:mod:`aalr_jax.losses`), which shifts the network's capacity to where the
+            posteriors have their mass without moving the optimum. The validation loss (early
+            stopping, ``history``) stays the plain cross-entropy, so every α is judged on one loss.
         progress: show a progress bar with train and validation loss.
 
     Returns:
@@ -199,6 +206,8 @@ def fit(
             raise ValueError(f"{name} must be a positive integer, got {value}")
     if balance < 0:
         raise ValueError(f"balance must be >= 0, got {balance}")
+    if not 0.0 <= ratio_weighting <= 1.0:
+        raise ValueError(f"ratio_weighting must be in [0, 1], got {ratio_weighting}")
 
     key_split, key_init, key_epochs = jax.random.split(rng_key, 3)
     bank = SimulationBank(theta, x)
@@ -237,7 +246,7 @@ def fit(
         schedule = optax.cosine_decay_schedule(learning_rate, steps, alpha=0.01)
         optimizer = optax.adamw(schedule, weight_decay=0.0)
     state = TrainState(estimator, optimizer.init(estimator.params))
-    epoch = build_epoch(optimizer, batch_size, balance, int(num_negatives))
+    epoch = build_epoch(optimizer, batch_size, balance, int(num_negatives), float(ratio_weighting))
 
     start = time.perf_counter()
     best_loss, best_epoch, best = np.inf, 0, estimator

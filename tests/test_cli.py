@@ -248,16 +248,17 @@ def test_an_iid_default_observation_without_iid_says_how(tmp_path, capsys):
 
 def test_train_an_ensemble_then_sample_with_it(trained, tmp_path, capsys):
     """--ensemble 2: the file holds two members (each the network `train` makes alone), the run
-    records each member's training (here with 2 negatives per simulation), and `sample` reads the
-    ensemble back."""
+    records each member's training (here with 2 negatives per simulation and ratio weighting ½), and
+    `sample` reads the ensemble back; a weighting outside [0, 1] is refused."""
     estimator = tmp_path / "ensemble.npz"
     out, _ = _run_ok(["train", "--bank", trained.parent / "bank.npz", "--output", estimator, "--task", "two_moons",
-                      *TRAINING, "--ensemble", "2", "--num-negatives", "2", "--quiet"], capsys)
+                      *TRAINING, "--ensemble", "2", "--num-negatives", "2", "--ratio-weighting", "0.5", "--quiet"],
+                     capsys)
     assert "trained 2 members" in out
     meta = io.load_metadata(estimator)
     training = meta["metadata"]["training"]
     assert meta["num_members"] == 2 and training["num_members"] == 2 and len(training["members"]) == 2
-    assert training["num_negatives"] == 2
+    assert training["num_negatives"] == 2 and training["ratio_weighting"] == 0.5
     assert training["validation_loss"] < 2 * math.log(2)  # below chance (2 log 2): the ensemble learned
     ensemble = io.load_estimator(estimator)
     theta, x = jnp.array([[0.1, 0.2]]), jnp.array([[0.0, -0.1]])
@@ -266,6 +267,9 @@ def test_train_an_ensemble_then_sample_with_it(trained, tmp_path, capsys):
     np.testing.assert_allclose(float(ensemble.log_ratio(theta, x)[0]), np.mean(members), rtol=1e-5)
     _run_ok(["sample", "--estimator", estimator, *SAMPLER, "--output", tmp_path / "s"], capsys)
     assert np.isfinite(np.load(tmp_path / "s" / "samples.npz")["samples"]).all()
+    code, err = _error(["train", "--bank", trained.parent / "bank.npz", "--output", tmp_path / "bad.npz",
+                        "--ratio-weighting", "2", "--quiet"], capsys)
+    assert code == 2 and "expected an exponent in [0, 1], got '2'" in err
 
 
 def test_independence_moves_are_recorded_and_can_be_turned_off(trained, tmp_path, capsys):
