@@ -145,9 +145,12 @@ def sampler_label(row: dict) -> str:
 
 
 def nets_label(row: dict) -> str:
-    """Networks averaged, and the negatives per simulation in training where not fit's default 1."""
-    negatives = row.get("num_negatives", 1)
-    return f"{row.get('members', 1)}{f' ({negatives} negatives)' if negatives > 1 else ''}"
+    """Networks averaged, with the negatives per simulation, the ratio weighting α and the patience
+    in training where not fit's defaults (1, 0 and 50)."""
+    extras = [f"{row['num_negatives']} negatives"] if row.get("num_negatives", 1) > 1 else []
+    extras += [f"α {row['ratio_weighting']:g}"] if row.get("ratio_weighting", 0.0) else []
+    extras += [f"patience {row['patience']}"] if row.get("patience", 50) != 50 else []
+    return f"{row.get('members', 1)}" + (f" ({', '.join(extras)})" if extras else "")
 
 
 def markdown(rows: list[dict], meta: dict) -> str:
@@ -215,7 +218,8 @@ def run_one(task_name: str, budget: int, observations, wheel, args) -> dict:
     bank = make_bank(task, budget, args.seed)
     times["simulate"] = time.perf_counter() - start
     start = time.perf_counter()
-    network = dict(theta_bound=args.theta_bound, num_negatives=args.num_negatives, progress=not args.quiet)
+    network = dict(theta_bound=args.theta_bound, num_negatives=args.num_negatives,
+                   ratio_weighting=args.ratio_weighting, patience=args.patience, progress=not args.quiet)
     if args.ensemble == 1:
         estimator, history = fit(jax.random.fold_in(key, 1), bank, **network)
         histories = [history]
@@ -244,7 +248,7 @@ def run_one(task_name: str, budget: int, observations, wheel, args) -> dict:
     return dict(task=task_name, num_simulations=budget, observations=list(observations),
                 c2st=scores, c2st_backend=args.c2st_backend, c2st_mean=float(np.mean(scores)), c2st_std=float(np.std(scores)),
                 method=method, device=jax.devices()[0].device_kind, cpu_count=os.cpu_count(), jax=jax.__version__,
-                thin=default_thin(method, independence_prob), independence_prob=independence_prob, members=args.ensemble, num_negatives=args.num_negatives, theta_bound=estimator.config.theta_bound, epochs=[len(h.train_loss) for h in histories],
+                thin=default_thin(method, independence_prob), independence_prob=independence_prob, members=args.ensemble, num_negatives=args.num_negatives, ratio_weighting=args.ratio_weighting, patience=args.patience, theta_bound=estimator.config.theta_bound, epochs=[len(h.train_loss) for h in histories],
                 best_epoch=[h.best_epoch for h in histories],
                 acceptance=float(np.mean(post.acceptance_rate)), seconds=times,
                 published=published(task_name, budget))
@@ -325,6 +329,10 @@ def main(argv=None):
     parser.add_argument("--ensemble", type=int, default=1, help="networks averaged (fit_ensemble) when > 1")
     parser.add_argument("--num-negatives", type=int, default=1,
                         help="fit's num_negatives: independent θ per simulation in each training batch")
+    parser.add_argument("--ratio-weighting", type=float, default=0.0,
+                        help="fit's ratio_weighting α: each training pair's loss weighted by (1 + r̂)^α")
+    parser.add_argument("--patience", type=int, default=50,
+                        help="fit's patience (300, fit's max_epochs: no early stopping)")
     parser.add_argument("--c2st-batch", type=int, default=1,
                         help="pairs per JAX C2ST call (same scores; 10 on a GPU, 1 on CPU)")
     parser.add_argument("--sbi-python", help="a Python with sbi: also run sbi's NRE_A on each row's bank "

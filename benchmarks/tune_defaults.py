@@ -63,6 +63,14 @@ def candidates(budget: int) -> dict:
         "negatives 4": dict(num_negatives=4),  # every x meets 4 independent θ per batch
         "negatives 16": dict(num_negatives=16),
         "negatives 4 lr/4": dict(num_negatives=4, learning_rate=lr / 4),
+        "ratio 0.25": dict(ratio_weighting=0.25),  # each pair's loss weighted by (1 + r̂)^α
+        "ratio 0.5": dict(ratio_weighting=0.5),
+        "ratio 0.75": dict(ratio_weighting=0.75),
+        "ensemble 4 ratio 0.5": dict(num_members=4, ratio_weighting=0.5),
+        # the plain validation loss barely sees what the weighting improves: no early stopping
+        "ratio 0.25 patience 300": dict(ratio_weighting=0.25, patience=300),
+        "ratio 0.5 patience 300": dict(ratio_weighting=0.5, patience=300),
+        "ensemble 4 ratio 0.5 patience 300": dict(num_members=4, ratio_weighting=0.5, patience=300),
     }
 
 
