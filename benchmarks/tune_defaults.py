@@ -68,9 +68,11 @@ def candidates(budget: int) -> dict:
         "ratio 0.75": dict(ratio_weighting=0.75),
         "ensemble 4 ratio 0.5": dict(num_members=4, ratio_weighting=0.5),
         # the plain validation loss barely sees what the weighting improves: no early stopping
+        "patience 300": dict(patience=300),
         "ratio 0.25 patience 300": dict(ratio_weighting=0.25, patience=300),
         "ratio 0.5 patience 300": dict(ratio_weighting=0.5, patience=300),
         "ensemble 4 ratio 0.5 patience 300": dict(num_members=4, ratio_weighting=0.5, patience=300),
+        "ensemble 8 ratio 0.5 patience 300": dict(num_members=8, ratio_weighting=0.5, patience=300),
     }
 
 
