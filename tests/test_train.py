@@ -6,9 +6,8 @@ import numpy as np
 import optax
 import pytest
 
-from aalr_jax import fit, fit_ensemble, sample_posterior, simulate, tasks
+from aalr_jax import fit, fit_ensemble, priors, sample_posterior, simulate, tasks
 from aalr_jax.data import SimulationBank
-from aalr_jax import priors
 from aalr_jax.losses import WEIGHT_LOGIT_CLIP, aalr_loss, balance_penalty, estimator_loss, repair
 from aalr_jax.tasks import gaussian_linear
 from aalr_jax.train import evaluate
