@@ -60,14 +60,14 @@ _positive_int = _int_at_least(1, "positive")
 _non_negative_int = _int_at_least(0, "non-negative")
 
 
-def _in_unit_interval(what: str):
+def _in_unit_interval(what: str, include_one: bool = True):
     def parse(text: str) -> float:
         try:
             value = float(text)
         except ValueError:
             value = -1.0
-        if not 0.0 <= value <= 1.0:
-            raise argparse.ArgumentTypeError(f"expected {what} in [0, 1], got {text!r}")
+        if not (0.0 <= value <= 1.0 if include_one else 0.0 <= value < 1.0):
+            raise argparse.ArgumentTypeError(f"expected {what} in [0, {'1]' if include_one else '1)'}, got {text!r}")
         return value
 
     return parse
@@ -75,6 +75,7 @@ def _in_unit_interval(what: str):
 
 _probability = _in_unit_interval("a probability")
 _exponent = _in_unit_interval("an exponent")
+_decay = _in_unit_interval("a decay", include_one=False)
 
 
 def _widths(text: str) -> tuple:
@@ -112,6 +113,10 @@ def _add_training_options(parser) -> None:
                        help="weight each training pair's loss by (1 + r)^ALPHA, r the current ratio estimate; "
                             "0.5 sharpens posteriors much narrower than the prior, best with --patience equal "
                             "to --max-epochs (default: %(default)s)")
+    group.add_argument("--ema-decay", type=_decay, default=0.0, metavar="BETA",
+                       help="keep the moving average of the parameters over the optimizer's steps, "
+                            "a <- BETA*a + (1-BETA)*params (0.999 averages about the last 1,000 steps); "
+                            "0 keeps the iterates (default: %(default)s)")
 
 
 def _add_sampling_options(parser) -> None:
@@ -336,7 +341,7 @@ def _train(args, bank, task_name, timings) -> tuple:
     with _phase(args, timings, "train", f"training on {bank.num_simulations} simulations"):
         options = dict(hidden_features=args.hidden, batch_size=args.batch_size, max_epochs=args.max_epochs,
                        patience=args.patience, num_negatives=args.num_negatives,
-                       ratio_weighting=args.ratio_weighting, progress=not args.quiet)
+                       ratio_weighting=args.ratio_weighting, ema_decay=args.ema_decay, progress=not args.quiet)
         if args.ensemble == 1:
             result = fit(_key(args, "train"), bank, **options)
             training = _training_record(result.history)
@@ -347,6 +352,7 @@ def _train(args, bank, task_name, timings) -> tuple:
         jax.block_until_ready(result.estimator)
     training["num_negatives"] = args.num_negatives
     training["ratio_weighting"] = args.ratio_weighting
+    training["ema_decay"] = args.ema_decay
     metadata = {"task": task_name, "num_simulations": bank.num_simulations, "seed": args.seed, "training": training}
     return result.estimator, metadata
 

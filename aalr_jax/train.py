@@ -6,6 +6,13 @@ the optimizer over them inside one compiled call. After each epoch the validatio
 on the held-out bank with a fixed pairing; the parameters with the lowest validation loss are kept,
 and training stops after ``patience`` epochs without improvement (or at ``max_epochs``).
 
+With ``ema_decay`` β > 0 the parameters validated and kept are not the iterates p_t but their
+exponential moving average (Polyak averaging), a_t = β·a_{t−1} + (1 − β)·p_t from a_0 = 0,
+debiased as a_t / (1 − β^t): a weighted mean of the last ~1/(1 − β) iterates. Early stopping
+often ends training while the learning rate is still near its peak (gaussian_linear at 10^5
+simulations stops near epoch 65 of a 300-epoch cosine), where single iterates carry the
+minibatch noise; the average does not.
+
 :func:`fit_ensemble` trains M such estimators on one training/validation split, each from its own
 initialisation and minibatch order, and averages their logits (:class:`aalr_jax.nn.RatioEnsemble`).
 """
@@ -26,15 +33,18 @@ from aalr_jax.data import SimulationBank, split_bank
 from aalr_jax.losses import estimator_loss
 from aalr_jax.nn import NetworkConfig, RatioEnsemble, RatioEstimator, init_estimator, standardization_from
 
-__all__ = ["EnsembleFitResult", "FitResult", "TrainHistory", "TrainState", "build_epoch", "evaluate", "fit",
-           "fit_ensemble"]
+__all__ = ["EnsembleFitResult", "FitResult", "TrainHistory", "TrainState", "averaged", "build_epoch", "evaluate",
+           "fit", "fit_ensemble", "start_average"]
 
 
 class TrainState(NamedTuple):
-    """``estimator`` being trained and the optimizer's state."""
+    """``estimator`` being trained, the optimizer's state and, with ``ema_decay``, the parameters'
+    running average (zero-initialised, not yet debiased) and the number of steps taken."""
 
     estimator: RatioEstimator
     opt_state: optax.OptState
+    average: object = None
+    num_steps: jax.Array | None = None
 
 
 class TrainHistory(NamedTuple):
@@ -61,10 +71,12 @@ class EnsembleFitResult(NamedTuple):
 
 
 def build_epoch(optimizer: optax.GradientTransformation, batch_size: int, balance: float = 0.0, num_negatives: int = 1,
-                ratio_weighting: float = 0.0):
+                ratio_weighting: float = 0.0, ema_decay: float = 0.0):
     """A jitted ``epoch(state, theta, x, rng_key) -> (state, mean_train_loss)``.
 
-    ``theta: (n, d)`` and ``x: (n, *x_shape)`` are traced arguments (never closed over).
+    ``theta: (n, d)`` and ``x: (n, *x_shape)`` are traced arguments (never closed over). With
+    ``ema_decay`` β > 0 every step also updates ``state.average ← β·average + (1 − β)·params``
+    (start it with :func:`start_average`; read it with :func:`averaged`).
     """
 
     def loss_fn(params, estimator, theta, x):
@@ -76,7 +88,11 @@ def build_epoch(optimizer: optax.GradientTransformation, batch_size: int, balanc
         loss, grads = jax.value_and_grad(loss_fn)(state.estimator.params, state.estimator, theta, x)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.estimator.params)
         params = optax.apply_updates(state.estimator.params, updates)
-        return TrainState(dataclasses.replace(state.estimator, params=params), opt_state), loss
+        average, num_steps = state.average, state.num_steps
+        if ema_decay:
+            average = jax.tree.map(lambda a, p: ema_decay * a + (1.0 - ema_decay) * p, average, params)
+            num_steps = num_steps + 1
+        return TrainState(dataclasses.replace(state.estimator, params=params), opt_state, average, num_steps), loss
 
     @jax.jit
     def epoch(state: TrainState, theta, x, rng_key):
@@ -88,6 +104,22 @@ def build_epoch(optimizer: optax.GradientTransformation, batch_size: int, balanc
         return state, losses.mean()
 
     return epoch
+
+
+def start_average(state: TrainState) -> TrainState:
+    """``state`` with a zero running average of its parameters and a step count of 0."""
+    zeros = jax.tree.map(jnp.zeros_like, state.estimator.params)
+    return state._replace(average=zeros, num_steps=jnp.zeros((), jnp.int32))
+
+
+@jax.jit
+def _debiased(average, num_steps, ema_decay):
+    return jax.tree.map(lambda a: a / (1.0 - ema_decay ** num_steps), average)
+
+
+def averaged(state: TrainState, ema_decay: float) -> RatioEstimator:
+    """The estimator with the debiased running average ``average / (1 − β^steps)`` as parameters."""
+    return dataclasses.replace(state.estimator, params=_debiased(state.average, state.num_steps, ema_decay))
 
 
 @jax.jit
@@ -164,6 +196,7 @@ def fit(
     balance: float = 0.0,
     num_negatives: int = 1,
     ratio_weighting: float = 0.0,
+    ema_decay: float = 0.0,
     progress: bool = True,
 ) -> FitResult:
     """Train a ratio estimator ``f(θ, x) ≈ log r(x|θ)`` on a simulation bank.
@@ -197,6 +230,10 @@ def fit(
             (``patience=max_epochs``): on gaussian_mixture at 10^5 simulations, α = ½ scored C2ST
             0.574 when patience 50 stopped it at epoch 258 and 0.523 over all 300 epochs (α = 0:
             0.628; ``benchmarks/tune_defaults.py``, five fresh observations).
+        ema_decay: β in [0, 1): when positive, the parameters validated, kept and returned are
+            the exponential moving average of the iterates over the optimizer's steps,
+            ``a ← β·a + (1 − β)·params`` (debiased), which averages out the minibatch noise of
+            the last ~1/(1 − β) steps (Polyak averaging); 0 keeps the iterates themselves.
         progress: show a progress bar with train and validation loss.
 
     Returns:
@@ -212,6 +249,8 @@ def fit(
         raise ValueError(f"balance must be >= 0, got {balance}")
     if not 0.0 <= ratio_weighting <= 1.0:
         raise ValueError(f"ratio_weighting must be in [0, 1], got {ratio_weighting}")
+    if not 0.0 <= ema_decay < 1.0:
+        raise ValueError(f"ema_decay must be in [0, 1), got {ema_decay}")
 
     key_split, key_init, key_epochs = jax.random.split(rng_key, 3)
     bank = SimulationBank(theta, x)
@@ -250,7 +289,9 @@ def fit(
         schedule = optax.cosine_decay_schedule(learning_rate, steps, alpha=0.01)
         optimizer = optax.adamw(schedule, weight_decay=0.0)
     state = TrainState(estimator, optimizer.init(estimator.params))
-    epoch = build_epoch(optimizer, batch_size, balance, int(num_negatives), float(ratio_weighting))
+    if ema_decay:
+        state = start_average(state)
+    epoch = build_epoch(optimizer, batch_size, balance, int(num_negatives), float(ratio_weighting), float(ema_decay))
 
     start = time.perf_counter()
     best_loss, best_epoch, best = np.inf, 0, estimator
@@ -258,13 +299,14 @@ def fit(
     bar = tqdm(range(max_epochs), desc="train", unit="epoch", disable=not progress, leave=False)
     for i in bar:
         state, train_loss = epoch(state, train.theta, train.x, jax.random.fold_in(key_epochs, i))
-        val_loss = evaluate(state.estimator, val)
+        current = averaged(state, ema_decay) if ema_decay else state.estimator
+        val_loss = evaluate(current, val)
         train_losses.append(float(train_loss))
         val_losses.append(val_loss)
         if not np.isfinite(val_loss):
             raise FloatingPointError(f"validation loss became {val_loss} at epoch {i}; lower the learning rate")
         if val_loss < best_loss:
-            best_loss, best_epoch, best = val_loss, i, state.estimator
+            best_loss, best_epoch, best = val_loss, i, current
         bar.set_postfix(train=f"{train_losses[-1]:.4f}", val=f"{val_loss:.4f}", best=best_epoch)
         if i - best_epoch >= patience:
             break

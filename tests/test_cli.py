@@ -248,17 +248,19 @@ def test_an_iid_default_observation_without_iid_says_how(tmp_path, capsys):
 
 def test_train_an_ensemble_then_sample_with_it(trained, tmp_path, capsys):
     """--ensemble 2: the file holds two members (each the network `train` makes alone), the run
-    records each member's training (here with 2 negatives per simulation and ratio weighting ½), and
-    `sample` reads the ensemble back; a weighting outside [0, 1] is refused."""
+    records each member's training (here with 2 negatives per simulation, ratio weighting ½ and the
+    parameters' moving average), and `sample` reads the ensemble back; a weighting outside [0, 1] and
+    a decay of 1 are refused."""
     estimator = tmp_path / "ensemble.npz"
     out, _ = _run_ok(["train", "--bank", trained.parent / "bank.npz", "--output", estimator, "--task", "two_moons",
-                      *TRAINING, "--ensemble", "2", "--num-negatives", "2", "--ratio-weighting", "0.5", "--quiet"],
+                      *TRAINING, "--ensemble", "2", "--num-negatives", "2", "--ratio-weighting", "0.5",
+                      "--ema-decay", "0.9", "--quiet"],
                      capsys)
     assert "trained 2 members" in out
     meta = io.load_metadata(estimator)
     training = meta["metadata"]["training"]
     assert meta["num_members"] == 2 and training["num_members"] == 2 and len(training["members"]) == 2
-    assert training["num_negatives"] == 2 and training["ratio_weighting"] == 0.5
+    assert training["num_negatives"] == 2 and training["ratio_weighting"] == 0.5 and training["ema_decay"] == 0.9
     assert training["validation_loss"] < 2 * math.log(2)  # below chance (2 log 2): the ensemble learned
     ensemble = io.load_estimator(estimator)
     theta, x = jnp.array([[0.1, 0.2]]), jnp.array([[0.0, -0.1]])
@@ -270,6 +272,9 @@ def test_train_an_ensemble_then_sample_with_it(trained, tmp_path, capsys):
     code, err = _error(["train", "--bank", trained.parent / "bank.npz", "--output", tmp_path / "bad.npz",
                         "--ratio-weighting", "2", "--quiet"], capsys)
     assert code == 2 and "expected an exponent in [0, 1], got '2'" in err
+    code, err = _error(["train", "--bank", trained.parent / "bank.npz", "--output", tmp_path / "bad.npz",
+                        "--ema-decay", "1", "--quiet"], capsys)
+    assert code == 2 and "expected a decay in [0, 1), got '1'" in err
 
 
 def test_independence_moves_are_recorded_and_can_be_turned_off(trained, tmp_path, capsys):

@@ -1,5 +1,7 @@
 """Loss, training and the end-to-end pipeline against analytic posteriors."""
 
+from typing import NamedTuple
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -9,8 +11,9 @@ import pytest
 from aalr_jax import fit, fit_ensemble, priors, sample_posterior, simulate, tasks
 from aalr_jax.data import SimulationBank
 from aalr_jax.losses import WEIGHT_LOGIT_CLIP, aalr_loss, balance_penalty, estimator_loss, repair
+from aalr_jax.nn import NetworkConfig, init_estimator, standardization_from
 from aalr_jax.tasks import gaussian_linear
-from aalr_jax.train import evaluate
+from aalr_jax.train import TrainState, averaged, build_epoch, evaluate, start_average
 
 
 def test_aalr_loss_by_hand():
@@ -71,6 +74,57 @@ def test_ratio_weighting_recovers_a_narrow_posterior_component():
     assert 0.5 < exact < 0.53
     assert exact - plain > 0.2, (plain, exact)
     assert abs(weighted - exact) < 0.65 * abs(plain - exact), (plain, weighted, exact)
+
+
+def test_parameter_average_by_hand():
+    """With one step per epoch the iterates p_1..p_T are the plain run's (the average never feeds
+    back); the debiased average must be Σ_t (1 − β) β^(T−t) p_t / (1 − β^T)."""
+    theta = jax.random.normal(jax.random.PRNGKey(0), (64, 1))
+    x = theta + 0.3 * jax.random.normal(jax.random.PRNGKey(1), (64, 1))
+    config = NetworkConfig(theta_dim=1, x_shape=(1,), hidden_features=(8,))
+    estimator = init_estimator(jax.random.PRNGKey(2), config, standardization_from(theta, x))
+    beta, optimizer = 0.7, optax.sgd(0.5)
+    plain, averaging = build_epoch(optimizer, 64), build_epoch(optimizer, 64, ema_decay=beta)
+    state = TrainState(estimator, optimizer.init(estimator.params))
+    state_avg = start_average(state)
+    iterates = []
+    for t in range(5):
+        state, _ = plain(state, theta, x, jax.random.PRNGKey(10 + t))
+        state_avg, _ = averaging(state_avg, theta, x, jax.random.PRNGKey(10 + t))
+        iterates.append(state.estimator.params)
+    weights = np.array([(1 - beta) * beta ** (4 - t) for t in range(5)]) / (1 - beta**5)
+    expected = jax.tree.map(lambda *ps: sum(w * np.asarray(p) for w, p in zip(weights, ps)), *iterates)
+    got = averaged(state_avg, beta).params
+    assert int(state_avg.num_steps) == 5
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), got, expected)
+    # the iterates themselves are unchanged by averaging
+    jax.tree.map(np.testing.assert_array_equal, state_avg.estimator.params, state.estimator.params)
+
+
+class _GaussianLinearLogRatio(NamedTuple):
+    """The exact log r(x|θ) of 3-D gaussian_linear: its AALR loss is the Bayes loss."""
+
+    def embed(self, x):
+        return x
+
+    def head(self, theta, x):
+        evidence = -0.5 * jnp.sum(x**2 / 0.2 + jnp.log(2 * jnp.pi * 0.2), axis=-1)
+        return jnp.vectorize(gaussian_linear.log_likelihood, signature="(d),(d)->()")(theta, x) - evidence
+
+
+def test_parameter_average_lowers_the_excess_loss_of_noisy_training():
+    """Adam at a constant 1e-2 with batches of 128 ends in minibatch noise; averaging the iterates
+    (β = 0.99, about the last 100 steps) must at least halve the excess loss over the Bayes loss on
+    fresh pairs (Bayes loss 0.9165; when written, over four training seeds, plain 0.935-0.945,
+    averaged 0.922-0.927: 0.31-0.35 of the plain excess)."""
+    task = gaussian_linear.make(dim=3)
+    bank = simulate(jax.random.PRNGKey(0), task, 10_000, progress=False)
+    test = simulate(jax.random.PRNGKey(5), task, 20_000, progress=False)
+    bayes = evaluate(_GaussianLinearLogRatio(), test)
+    plain, averaged_ = (evaluate(fit(jax.random.PRNGKey(1), bank, max_epochs=30, patience=30, batch_size=128,
+                                     optimizer=optax.adam(1e-2), ema_decay=beta, progress=False).estimator, test)
+                        for beta in (0.0, 0.99))
+    assert averaged_ - bayes < 0.5 * (plain - bayes), (plain, averaged_, bayes)
 
 
 class _QuadraticLogit:
@@ -208,6 +262,8 @@ def test_balanced_training_runs_and_penalises_imbalance():
         (dict(num_negatives=0), "num_negatives must be a positive integer"),
         (dict(ratio_weighting=1.5), r"ratio_weighting must be in \[0, 1\], got 1.5"),
         (dict(ratio_weighting=float("nan")), r"ratio_weighting must be in \[0, 1\], got nan"),
+        (dict(ema_decay=1.0), r"ema_decay must be in \[0, 1\), got 1.0"),
+        (dict(ema_decay=float("nan")), r"ema_decay must be in \[0, 1\), got nan"),
         (dict(batch_size=64, num_negatives=64), r"num_negatives must be smaller than batch_size \(64\)"),
         (dict(activation="sigmoid"), "activation must be one of"),
     ],
