@@ -113,10 +113,10 @@ def _add_training_options(parser) -> None:
                        help="weight each training pair's loss by (1 + r)^ALPHA, r the current ratio estimate; "
                             "0.5 sharpens posteriors much narrower than the prior, best with --patience equal "
                             "to --max-epochs (default: %(default)s)")
-    group.add_argument("--ema-decay", type=_decay, default=0.0, metavar="BETA",
-                       help="keep the moving average of the parameters over the optimizer's steps, "
-                            "a <- BETA*a + (1-BETA)*params (0.999 averages about the last 1,000 steps); "
-                            "0 keeps the iterates (default: %(default)s)")
+    group.add_argument("--ema-decay", type=_decay, default=None, metavar="BETA",
+                       help="validate and keep the moving average of the parameters over the optimizer's "
+                            "steps, a <- BETA*a + (1-BETA)*params; 0 keeps the iterates (default: 0.999, "
+                            "about the last 1,000 steps, or a tenth of a shorter schedule)")
 
 
 def _add_sampling_options(parser) -> None:
@@ -344,15 +344,17 @@ def _train(args, bank, task_name, timings) -> tuple:
                        ratio_weighting=args.ratio_weighting, ema_decay=args.ema_decay, progress=not args.quiet)
         if args.ensemble == 1:
             result = fit(_key(args, "train"), bank, **options)
+            histories = [result.history]
             training = _training_record(result.history)
         else:
             result = fit_ensemble(_key(args, "train"), bank, args.ensemble, **options)
+            histories = result.histories
             training = {"num_members": args.ensemble, "validation_loss": _json_number(result.validation_loss),
                         "members": [_training_record(h) for h in result.histories]}
         jax.block_until_ready(result.estimator)
     training["num_negatives"] = args.num_negatives
     training["ratio_weighting"] = args.ratio_weighting
-    training["ema_decay"] = args.ema_decay
+    training["ema_decay"] = histories[0].ema_decay  # the β used (fit's default when not given)
     metadata = {"task": task_name, "num_simulations": bank.num_simulations, "seed": args.seed, "training": training}
     return result.estimator, metadata
 

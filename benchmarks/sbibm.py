@@ -146,10 +146,11 @@ def sampler_label(row: dict) -> str:
 
 def nets_label(row: dict) -> str:
     """Networks averaged, with the negatives per simulation, the ratio weighting α, the parameters'
-    moving-average decay β and the patience in training where not fit's defaults (1, 0, 0 and 50)."""
+    moving-average decay β (rows without it kept the iterates: they predate it) and the patience
+    in training where not 1, 0 and 50."""
     extras = [f"{row['num_negatives']} negatives"] if row.get("num_negatives", 1) > 1 else []
     extras += [f"α {row['ratio_weighting']:g}"] if row.get("ratio_weighting", 0.0) else []
-    extras += [f"EMA {row['ema_decay']:g}"] if row.get("ema_decay", 0.0) else []
+    extras += [f"EMA {row['ema_decay']:.4g}"] if row.get("ema_decay", 0.0) else []
     extras += [f"patience {row['patience']}"] if row.get("patience", 50) != 50 else []
     return f"{row.get('members', 1)}" + (f" ({', '.join(extras)})" if extras else "")
 
@@ -250,7 +251,7 @@ def run_one(task_name: str, budget: int, observations, wheel, args) -> dict:
     return dict(task=task_name, num_simulations=budget, observations=list(observations),
                 c2st=scores, c2st_backend=args.c2st_backend, c2st_mean=float(np.mean(scores)), c2st_std=float(np.std(scores)),
                 method=method, device=jax.devices()[0].device_kind, cpu_count=os.cpu_count(), jax=jax.__version__,
-                thin=default_thin(method, independence_prob), independence_prob=independence_prob, members=args.ensemble, num_negatives=args.num_negatives, ratio_weighting=args.ratio_weighting, ema_decay=args.ema_decay, patience=args.patience, theta_bound=estimator.config.theta_bound, epochs=[len(h.train_loss) for h in histories],
+                thin=default_thin(method, independence_prob), independence_prob=independence_prob, members=args.ensemble, num_negatives=args.num_negatives, ratio_weighting=args.ratio_weighting, ema_decay=histories[0].ema_decay, patience=args.patience, theta_bound=estimator.config.theta_bound, epochs=[len(h.train_loss) for h in histories],
                 best_epoch=[h.best_epoch for h in histories],
                 acceptance=float(np.mean(post.acceptance_rate)), seconds=times,
                 published=published(task_name, budget))
@@ -333,8 +334,9 @@ def main(argv=None):
                         help="fit's num_negatives: independent θ per simulation in each training batch")
     parser.add_argument("--ratio-weighting", type=float, default=0.0,
                         help="fit's ratio_weighting α: each training pair's loss weighted by (1 + r̂)^α")
-    parser.add_argument("--ema-decay", type=float, default=0.0,
-                        help="fit's ema_decay β: the parameters' moving average over the optimizer's steps")
+    parser.add_argument("--ema-decay", type=float, default=None,
+                        help="fit's ema_decay β: the parameters' moving average over the optimizer's steps "
+                        "(default: fit's; 0: the iterates, as every row before session 11)")
     parser.add_argument("--patience", type=int, default=50,
                         help="fit's patience (300, fit's max_epochs: no early stopping)")
     parser.add_argument("--c2st-batch", type=int, default=1,

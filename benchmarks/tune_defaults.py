@@ -41,7 +41,11 @@ def candidates(budget: int) -> dict:
     batch = default_batch_size(int(0.9 * budget))  # fit's defaults for its 90 % training split
     lr = default_learning_rate(batch)
     return {
-        "default": dict(),  # cosine decay to 1 % over 300 epochs, batch n/16 in [64, 512], patience 50
+        # cosine decay to 1 % over 300 epochs, batch n/16 in [64, 512], patience 50, the parameters' moving
+        # average over min(1000, steps / 10) steps (since session 11; rows of results/*.json before it kept the
+        # iterates, "no ema" here)
+        "default": dict(),
+        "no ema": dict(ema_decay=0.0),
         "constant lr1e-3 b256 patience 20": dict(optimizer=optax.adamw(1e-3, weight_decay=0.0), batch_size=256,
                                                  patience=20),
         "3x256": dict(hidden_features=(256, 256, 256)),

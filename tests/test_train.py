@@ -13,7 +13,7 @@ from aalr_jax.data import SimulationBank
 from aalr_jax.losses import WEIGHT_LOGIT_CLIP, aalr_loss, balance_penalty, estimator_loss, repair
 from aalr_jax.nn import NetworkConfig, init_estimator, standardization_from
 from aalr_jax.tasks import gaussian_linear
-from aalr_jax.train import TrainState, averaged, build_epoch, evaluate, start_average
+from aalr_jax.train import TrainState, averaged, build_epoch, default_ema_decay, evaluate, start_average
 
 
 def test_aalr_loss_by_hand():
@@ -99,6 +99,18 @@ def test_parameter_average_by_hand():
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), got, expected)
     # the iterates themselves are unchanged by averaging
     jax.tree.map(np.testing.assert_array_equal, state_avg.estimator.params, state.estimator.params)
+
+
+def test_default_ema_decay_follows_the_schedule():
+    """β = 1 − 1/w, w = min(1000, steps // 10): 0.999 for long schedules, a tenth of a short one, none
+    below 20 steps; fit records the β it used (15 epochs of 900 // 64 = 14 steps: w = 21)."""
+    assert default_ema_decay(52_500) == 0.999 and default_ema_decay(10_000) == 0.999
+    assert default_ema_decay(4200) == 1 - 1 / 420 and default_ema_decay(100) == 0.9
+    assert default_ema_decay(19) == 0.0
+    bank = simulate(jax.random.PRNGKey(0), gaussian_linear.make(dim=2), 1000, progress=False)
+    history = fit(jax.random.PRNGKey(0), bank, max_epochs=15, progress=False).history
+    assert history.ema_decay == 1 - 1 / 21
+    assert fit(jax.random.PRNGKey(0), bank, max_epochs=15, ema_decay=0.0, progress=False).history.ema_decay == 0.0
 
 
 class _GaussianLinearLogRatio(NamedTuple):
@@ -262,8 +274,8 @@ def test_balanced_training_runs_and_penalises_imbalance():
         (dict(num_negatives=0), "num_negatives must be a positive integer"),
         (dict(ratio_weighting=1.5), r"ratio_weighting must be in \[0, 1\], got 1.5"),
         (dict(ratio_weighting=float("nan")), r"ratio_weighting must be in \[0, 1\], got nan"),
-        (dict(ema_decay=1.0), r"ema_decay must be in \[0, 1\), got 1.0"),
-        (dict(ema_decay=float("nan")), r"ema_decay must be in \[0, 1\), got nan"),
+        (dict(ema_decay=1.0), r"ema_decay must be in \[0, 1\) or None, got 1.0"),
+        (dict(ema_decay=float("nan")), r"ema_decay must be in \[0, 1\) or None, got nan"),
         (dict(batch_size=64, num_negatives=64), r"num_negatives must be smaller than batch_size \(64\)"),
         (dict(activation="sigmoid"), "activation must be one of"),
     ],
