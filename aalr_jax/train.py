@@ -9,10 +9,9 @@ and training stops after ``patience`` epochs without improvement (or at ``max_ep
 With ``ema_decay`` β > 0 (by default 0.999, less for short schedules) the parameters validated
 and kept are not the iterates p_t but their exponential moving average (Polyak averaging),
 a_t = β·a_{t−1} + (1 − β)·p_t from a_0 = 0, debiased as a_t / (1 − β^t): a weighted mean of the
-last ~1/(1 − β) iterates. Early stopping
-often ends training while the learning rate is still near its peak (gaussian_linear at 10^5
-simulations stops near epoch 65 of a 300-epoch cosine), where single iterates carry the
-minibatch noise; the average does not.
+last ~1/(1 − β) iterates. Early stopping often ends training while the learning rate is still
+near its peak (gaussian_linear at 10^5 simulations stops near epoch 65 of a 300-epoch cosine),
+where single iterates carry the minibatch noise; the average does not.
 
 :func:`fit_ensemble` trains M such estimators on one training/validation split, each from its own
 initialisation and minibatch order, and averages their logits (:class:`aalr_jax.nn.RatioEnsemble`).

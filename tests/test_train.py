@@ -128,7 +128,7 @@ def test_parameter_average_lowers_the_excess_loss_of_noisy_training():
     """Adam at a constant 1e-2 with batches of 128 ends in minibatch noise; averaging the iterates
     (β = 0.99, about the last 100 steps) must at least halve the excess loss over the Bayes loss on
     fresh pairs (Bayes loss 0.9165; when written, over four training seeds, plain 0.935-0.945,
-    averaged 0.922-0.927: 0.31-0.35 of the plain excess)."""
+    averaged 0.922-0.927: 0.29-0.35 of the plain excess)."""
     task = gaussian_linear.make(dim=3)
     bank = simulate(jax.random.PRNGKey(0), task, 10_000, progress=False)
     test = simulate(jax.random.PRNGKey(5), task, 20_000, progress=False)
