@@ -81,12 +81,10 @@ def candidates(budget: int) -> dict:
         "ratio 0.5 lr/4": dict(ratio_weighting=0.5, learning_rate=lr / 4),
         "ratio 0.5 cosine 100ep": dict(ratio_weighting=0.5, max_epochs=100),
         "ratio 0.5 negatives 4": dict(ratio_weighting=0.5, num_negatives=4),
-        "ratio 0.5 3x256": dict(ratio_weighting=0.5, hidden_features=(256, 256, 256)),
         "ratio 0.5 ema 0.99": dict(ratio_weighting=0.5, ema_decay=0.99),
         "ratio 0.5 ema 0.999": dict(ratio_weighting=0.5, ema_decay=0.999),
         "ratio 0.5 ema 0.9999": dict(ratio_weighting=0.5, ema_decay=0.9999),
         "ema 0.999": dict(ema_decay=0.999),
-        "ensemble 4 ratio 0.5 ema 0.999": dict(num_members=4, ratio_weighting=0.5, ema_decay=0.999),
         "ensemble 8 ratio 0.5 ema 0.999": dict(num_members=8, ratio_weighting=0.5, ema_decay=0.999),
     }
 
