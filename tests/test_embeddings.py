@@ -1,4 +1,5 @@
-"""Embedding networks (aalr_jax.nn): shapes, determinism, gradients, save/load and a tiny fit."""
+"""Networks (aalr_jax.nn): embeddings (shapes, determinism, gradients, save/load, a tiny fit), the
+quadratic form of the head by hand, the exp-based activations."""
 
 import dataclasses
 import functools
@@ -9,7 +10,9 @@ import numpy as np
 import pytest
 
 from aalr_jax import fit, io, simulate
-from aalr_jax.nn import EMBEDDINGS, NetworkConfig, Standardization, init_estimator
+from flax import nnx
+
+from aalr_jax.nn import EMBEDDINGS, NetworkConfig, RatioEstimator, Standardization, init_estimator
 from aalr_jax.priors import box_uniform
 
 CASES = [
@@ -91,6 +94,28 @@ def test_config_defaults_and_validation():
         _estimator("cnn", (30,))
     with pytest.raises(ValueError, match="x_shape"):
         _estimator("conv1d", (4, 4, 4))
+
+
+def test_quadratic_form_by_hand():
+    """``quadratic=True``: the logit is the plain MLP's plus uᵀ Q u, u = [z(θ)/√(1 + (z(θ)/b)²), z(x)]
+    computed here from the standardisation by hand; Q starts at zero (training starts from the MLP)."""
+    rng = np.random.default_rng(0)
+    config = NetworkConfig(2, (3,), (8,), quadratic=True)
+    std = Standardization(*(jnp.asarray(v, jnp.float32) for v in (
+        rng.normal(size=2), rng.uniform(0.5, 2.0, 2), rng.normal(size=3), rng.uniform(0.5, 2.0, 3))))
+    est = init_estimator(jax.random.PRNGKey(0), config, std)
+    plain = RatioEstimator(config._replace(quadratic=False), nnx.State({"head": est.params["head"]}), std)
+    theta, x = 8.0 * rng.normal(size=(6, 2)), rng.normal(size=(6, 3))  # |z(θ)| up to ~20: the bound acts
+    np.testing.assert_allclose(est.log_ratio(theta, x), plain.log_ratio(theta, x), rtol=1e-6)
+    q = rng.normal(size=(5, 5)).astype(np.float32)
+    params = jax.tree_util.tree_map(lambda a: a, est.params)
+    params["quad"]["kernel"].value = jnp.asarray(q)
+    z = (theta - np.asarray(std.theta_loc)) / np.asarray(std.theta_scale)
+    u = np.concatenate([z / np.sqrt(1 + (z / 10.0) ** 2), (x - np.asarray(std.x_loc)) / np.asarray(std.x_scale)], -1)
+    expected = np.asarray(plain.log_ratio(theta, x)) + np.einsum("ni,ij,nj->n", u, q, u)
+    np.testing.assert_allclose(RatioEstimator(config, params, std).log_ratio(theta, x), expected, rtol=1e-4, atol=1e-4)
+    with pytest.raises(ValueError, match="quadratic must be True or False, got 'yes'"):
+        NetworkConfig(2, (3,), quadratic="yes").validate()
 
 
 @pytest.mark.parametrize("name,x_shape", CASES[1:4])

@@ -309,3 +309,27 @@ def test_files_without_theta_bound_load_unbounded(saved, estimator):
     unbounded = dataclasses.replace(estimator, config=estimator.config._replace(theta_bound=None))
     np.testing.assert_allclose(loaded.log_ratio(theta, x), unbounded.log_ratio(theta, x), rtol=1e-6)
     assert not np.allclose(loaded.log_ratio(theta, x), estimator.log_ratio(theta, x))  # z = 40 is bounded
+
+
+def test_quadratic_round_trip_and_older_files_load_without_it(saved, estimator, tmp_path):
+    """A network with the quadratic form saves and loads with its Q; files written before the form
+    existed have no ``quadratic`` key and load as the plain network they are."""
+    config = CONFIG._replace(quadratic=True)
+    quad = init_estimator(jax.random.PRNGKey(2), config, estimator.standardization)
+    params = jax.tree_util.tree_map(lambda a: a, quad.params)
+    params["quad"]["kernel"].value = jnp.asarray(np.random.default_rng(3).normal(size=(7, 7)), jnp.float32)
+    quad = RatioEstimator(config, params, quad.standardization)
+    path = tmp_path / "quad.npz"
+    io.save_estimator(path, quad)
+    loaded = io.load_estimator(path)
+    assert loaded.config.quadratic and io.load_metadata(path)["config"]["quadratic"] is True
+    theta, x = jnp.array([[0.5, -1.0, 2.0]]), jnp.ones((1, 4))
+    np.testing.assert_array_equal(loaded.log_ratio(theta, x), quad.log_ratio(theta, x))
+    arrays = _arrays(saved)
+    header = json.loads(arrays["__aalr_jax__"].tobytes())
+    assert header["config"]["quadratic"] is False
+    del header["config"]["quadratic"]
+    _write(saved, _with_header(arrays, config=header["config"]))
+    old = io.load_estimator(saved)
+    assert old.config.quadratic is False
+    np.testing.assert_array_equal(old.log_ratio(theta, x), estimator.log_ratio(theta, x))
