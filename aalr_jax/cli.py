@@ -105,9 +105,9 @@ def _add_training_options(parser) -> None:
                        help="simulations per minibatch (default: n_train // 16 clipped to [64, 512])")
     group.add_argument("--hidden", type=_widths, default=(128, 128, 128), metavar="W1,W2,...",
                        help="widths of the network's hidden layers (default: 128,128,128)")
-    group.add_argument("--quadratic", action=argparse.BooleanOptionalAction, default=None,
-                       help="add a learned quadratic form of the network's input to its logit, which holds the "
-                            "θ-x coupling of near-Gaussian likelihoods exactly (default: fit's, on)")
+    group.add_argument("--quadratic", action="store_true",
+                       help="add learned quadratic terms in θ to the network's logit: they hold the θ-x coupling "
+                            "of likelihoods that are near-Gaussian in θ, which the MLP alone flattens (default: off)")
     group.add_argument("--ensemble", type=_positive_int, default=1, metavar="M",
                        help="train M networks on one split and average their logits (default: %(default)s)")
     group.add_argument("--num-negatives", type=_positive_int, default=1, metavar="K",
@@ -344,9 +344,8 @@ def _train(args, bank, task_name, timings) -> tuple:
     with _phase(args, timings, "train", f"training on {bank.num_simulations} simulations"):
         options = dict(hidden_features=args.hidden, batch_size=args.batch_size, max_epochs=args.max_epochs,
                        patience=args.patience, num_negatives=args.num_negatives,
-                       ratio_weighting=args.ratio_weighting, ema_decay=args.ema_decay, progress=not args.quiet)
-        if args.quadratic is not None:
-            options["quadratic"] = args.quadratic
+                       ratio_weighting=args.ratio_weighting, ema_decay=args.ema_decay, quadratic=args.quadratic,
+                       progress=not args.quiet)
         if args.ensemble == 1:
             result = fit(_key(args, "train"), bank, **options)
             histories = [result.history]
@@ -360,7 +359,7 @@ def _train(args, bank, task_name, timings) -> tuple:
     training["num_negatives"] = args.num_negatives
     training["ratio_weighting"] = args.ratio_weighting
     training["ema_decay"] = histories[0].ema_decay  # the β used (fit's default when not given)
-    training["quadratic"] = result.estimator.config.quadratic  # likewise, as built
+    training["quadratic"] = args.quadratic
     metadata = {"task": task_name, "num_simulations": bank.num_simulations, "seed": args.seed, "training": training}
     return result.estimator, metadata
 

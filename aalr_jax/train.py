@@ -196,7 +196,7 @@ def fit(
     embedding: str = "flatten",
     embedding_features: int = 64,
     theta_bound: float | None = 10.0,
-    quadratic: bool | None = None,
+    quadratic: bool = False,
     optimizer: optax.GradientTransformation | None = None,
     learning_rate: float | None = None,
     batch_size: int | None = None,
@@ -217,12 +217,12 @@ def fit(
         bank: ``SimulationBank(theta (n, d), x (n, *x_shape))``.
         hidden_features, activation, embedding, embedding_features, theta_bound, quadratic: the
             network (see :class:`aalr_jax.nn.NetworkConfig`; e.g. ``embedding="cnn"`` for images).
-            ``quadratic=None`` (default) turns it on for raw observations (``embedding="flatten"``)
-            and off for learned embeddings: on fresh simulations (``benchmarks/tune_defaults.py``)
-            it lowered the loss of one network on gaussian_linear, bernoulli_glm, sir and
-            lotka_volterra at every budget measured and cut gaussian_linear's excess over the
-            Bayes loss at 10^5 threefold, while on the 64 features of the lensing CNN (15 epochs)
-            it broadened the posteriors; a learned embedding can shape its features itself.
+            ``quadratic=True`` adds the quadratic terms in θ (off by default). On fresh simulations
+            (``benchmarks/tune_defaults.py``, one network) they lowered the loss on gaussian_linear,
+            bernoulli_glm (also with raw x) and slcp at 10^3, and removed most of the shrinkage of
+            gaussian_linear's posterior means at 10^5, but raised it on slcp at 10^4 and on
+            slcp_distractors (95 noise dimensions in x): turn them on for likelihoods that are
+            near-Gaussian in θ and keep them where the validation loss falls.
         optimizer: any ``optax.GradientTransformation``; default AdamW without weight decay
             (weight decay over-broadens posteriors, Hermans et al. 2020) whose learning rate
             decays along a cosine from ``learning_rate`` to 1 % of it over ``max_epochs``.
@@ -305,7 +305,7 @@ def fit(
         embedding=embedding,
         embedding_features=int(embedding_features),
         theta_bound=theta_bound,
-        quadratic=embedding == "flatten" if quadratic is None else quadratic,
+        quadratic=quadratic,
     )
     estimator = init_estimator(key_init, config, standardization_from(train.theta, train.x))
     steps = max_epochs * (train.num_simulations // batch_size)

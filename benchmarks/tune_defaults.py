@@ -43,7 +43,7 @@ def candidates(budget: int) -> dict:
     return {
         # cosine decay to 1 % over 300 epochs, batch n/16 in [64, 512], patience 50, the parameters' moving
         # average over min(1000, steps / 10) steps (since session 11; rows of results/*.json before it kept the
-        # iterates, "no ema" here), the quadratic form for raw observations (since session 12)
+        # iterates, "no ema" here)
         "default": dict(),
         "no ema": dict(ema_decay=0.0),
         "constant lr1e-3 b256 patience 20": dict(optimizer=optax.adamw(1e-3, weight_decay=0.0), batch_size=256,
@@ -86,9 +86,8 @@ def candidates(budget: int) -> dict:
         "ratio 0.5 ema 0.9999": dict(ratio_weighting=0.5, ema_decay=0.9999),
         "ema 0.999": dict(ema_decay=0.999),
         "ensemble 8 ratio 0.5 ema 0.999": dict(num_members=8, ratio_weighting=0.5, ema_decay=0.999),
-        # a learned quadratic form of the head's input added to the logit (session 12; fit's default since,
-        # for raw observations: "default" rows before it are "no quadratic")
-        "no quadratic": dict(quadratic=False),
+        # learned quadratic terms in θ added to the logit (session 12; in results/tune_defaults_quadratic.json
+        # "no quadratic" is fit's default)
         "quadratic": dict(quadratic=True),
         "ratio 0.5 quadratic": dict(ratio_weighting=0.5, quadratic=True),
     }

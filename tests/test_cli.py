@@ -109,9 +109,9 @@ def test_simulate_train_sample_through_files(trained, run_dir, tmp_path, capsys)
     with np.load(bank) as f:
         assert f["theta"].shape == (2000, 2) and f["x"].shape == (2000, 2)
     assert io.load_metadata(trained)["metadata"]["task"] == "two_moons"
-    # fit's default network has the quadratic form, and the file says so
-    assert io.load_metadata(trained)["metadata"]["training"]["quadratic"] is True
-    assert io.load_estimator(trained).config.quadratic
+    # fit's default network has no quadratic terms, and the file says so
+    assert io.load_metadata(trained)["metadata"]["training"]["quadratic"] is False
+    assert not io.load_estimator(trained).config.quadratic
     out, _ = _run_ok(["sample", "--estimator", trained, *SAMPLER, "--output", tmp_path], capsys)  # task from metadata
     assert str(tmp_path) in out
     for name in ("samples.npz", "corner.png", "summary.json"):
@@ -252,19 +252,19 @@ def test_an_iid_default_observation_without_iid_says_how(tmp_path, capsys):
 def test_train_an_ensemble_then_sample_with_it(trained, tmp_path, capsys):
     """--ensemble 2: the file holds two members (each the network `train` makes alone), the run
     records each member's training (here with 2 negatives per simulation, ratio weighting ½, the
-    parameters' moving average and without the quadratic form), and `sample` reads the ensemble back; a weighting outside [0, 1] and
+    parameters' moving average and the quadratic terms in θ), and `sample` reads the ensemble back; a weighting outside [0, 1] and
     a decay of 1 are refused."""
     estimator = tmp_path / "ensemble.npz"
     out, _ = _run_ok(["train", "--bank", trained.parent / "bank.npz", "--output", estimator, "--task", "two_moons",
                       *TRAINING, "--ensemble", "2", "--num-negatives", "2", "--ratio-weighting", "0.5",
-                      "--ema-decay", "0.9", "--no-quadratic", "--quiet"],
+                      "--ema-decay", "0.9", "--quadratic", "--quiet"],
                      capsys)
     assert "trained 2 members" in out
     meta = io.load_metadata(estimator)
     training = meta["metadata"]["training"]
     assert meta["num_members"] == 2 and training["num_members"] == 2 and len(training["members"]) == 2
     assert training["num_negatives"] == 2 and training["ratio_weighting"] == 0.5 and training["ema_decay"] == 0.9
-    assert training["quadratic"] is False and not io.load_estimator(estimator).config.quadratic
+    assert training["quadratic"] is True and io.load_estimator(estimator).config.quadratic
     assert training["validation_loss"] < 2 * math.log(2)  # below chance (2 log 2): the ensemble learned
     ensemble = io.load_estimator(estimator)
     theta, x = jnp.array([[0.1, 0.2]]), jnp.array([[0.0, -0.1]])

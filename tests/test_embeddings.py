@@ -97,8 +97,9 @@ def test_config_defaults_and_validation():
 
 
 def test_quadratic_form_by_hand():
-    """``quadratic=True``: the logit is the plain MLP's plus uᵀ Q u, u = [z(θ)/√(1 + (z(θ)/b)²), z(x)]
-    computed here from the standardisation by hand; Q starts at zero (training starts from the MLP)."""
+    """``quadratic=True``: the logit is the plain MLP's plus θ̃ᵀ A u, θ̃ = z(θ)/√(1 + (z(θ)/b)²) and
+    u = [θ̃, z(x)] computed here from the standardisation by hand; A starts at zero (training starts
+    from the MLP)."""
     rng = np.random.default_rng(0)
     config = NetworkConfig(2, (3,), (8,), quadratic=True)
     std = Standardization(*(jnp.asarray(v, jnp.float32) for v in (
@@ -107,12 +108,13 @@ def test_quadratic_form_by_hand():
     plain = RatioEstimator(config._replace(quadratic=False), nnx.State({"head": est.params["head"]}), std)
     theta, x = 8.0 * rng.normal(size=(6, 2)), rng.normal(size=(6, 3))  # |z(θ)| up to ~20: the bound acts
     np.testing.assert_allclose(est.log_ratio(theta, x), plain.log_ratio(theta, x), rtol=1e-6)
-    q = rng.normal(size=(5, 5)).astype(np.float32)
-    params = jax.tree_util.tree_map(lambda a: a, est.params)
-    params["quad"]["kernel"].value = jnp.asarray(q)
+    a = rng.normal(size=(5, 2)).astype(np.float32)  # (p, d): nnx.Linear's kernel layout
+    params = jax.tree_util.tree_map(lambda v: v, est.params)
+    params["quad"]["kernel"].value = jnp.asarray(a)
     z = (theta - np.asarray(std.theta_loc)) / np.asarray(std.theta_scale)
-    u = np.concatenate([z / np.sqrt(1 + (z / 10.0) ** 2), (x - np.asarray(std.x_loc)) / np.asarray(std.x_scale)], -1)
-    expected = np.asarray(plain.log_ratio(theta, x)) + np.einsum("ni,ij,nj->n", u, q, u)
+    bounded = z / np.sqrt(1 + (z / 10.0) ** 2)
+    u = np.concatenate([bounded, (x - np.asarray(std.x_loc)) / np.asarray(std.x_scale)], -1)
+    expected = np.asarray(plain.log_ratio(theta, x)) + np.einsum("nk,kj,nj->n", u, a, bounded)
     np.testing.assert_allclose(RatioEstimator(config, params, std).log_ratio(theta, x), expected, rtol=1e-4, atol=1e-4)
     with pytest.raises(ValueError, match="quadratic must be True or False, got 'yes'"):
         NetworkConfig(2, (3,), quadratic="yes").validate()

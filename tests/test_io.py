@@ -312,12 +312,12 @@ def test_files_without_theta_bound_load_unbounded(saved, estimator):
 
 
 def test_quadratic_round_trip_and_older_files_load_without_it(saved, estimator, tmp_path):
-    """A network with the quadratic form saves and loads with its Q; files written before the form
+    """A network with the quadratic terms saves and loads with their A; files written before they
     existed have no ``quadratic`` key and load as the plain network they are."""
     config = CONFIG._replace(quadratic=True)
     quad = init_estimator(jax.random.PRNGKey(2), config, estimator.standardization)
     params = jax.tree_util.tree_map(lambda a: a, quad.params)
-    params["quad"]["kernel"].value = jnp.asarray(np.random.default_rng(3).normal(size=(7, 7)), jnp.float32)
+    params["quad"]["kernel"].value = jnp.asarray(np.random.default_rng(3).normal(size=(7, 3)), jnp.float32)
     quad = RatioEstimator(config, params, quad.standardization)
     path = tmp_path / "quad.npz"
     io.save_estimator(path, quad)

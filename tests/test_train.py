@@ -142,9 +142,9 @@ def test_parameter_average_lowers_the_excess_loss_of_noisy_training():
 def test_quadratic_form_undoes_the_shrinkage_of_posterior_means():
     """10-D gaussian_linear (posterior mean x/2): a plain SELU network's posterior means fall short of
     x/2 at the 20 most extreme of 200 fresh observations (the θ-x coupling flattens where data thin
-    out); the quadratic form must cut that shortfall and the excess loss over the Bayes loss on fresh
-    pairs by at least 20 %. When written (training seeds 1-3): shortfall of the slope 0.054-0.056
-    plain, 0.033-0.038 quadratic; excess loss 0.018-0.019 plain, 0.011-0.013 quadratic."""
+    out); the quadratic terms in θ must cut that shortfall by a quarter and the excess loss over the
+    Bayes loss on fresh pairs by a fifth. When written (training seeds 1-3): shortfall of the slope
+    0.051-0.058 plain, 0.024-0.035 quadratic; excess loss 0.017-0.018 plain, 0.011-0.013 quadratic."""
     task = gaussian_linear.make(dim=10)
     bank = simulate(jax.random.PRNGKey(0), task, 50_000, progress=False)
     test = simulate(jax.random.PRNGKey(5), task, 20_000, progress=False)
@@ -165,10 +165,10 @@ def test_quadratic_form_undoes_the_shrinkage_of_posterior_means():
 
     shortfall, excess = {}, {}
     for quadratic in (False, True):
-        estimator = fit(jax.random.PRNGKey(1), bank, max_epochs=20, patience=20, quadratic=quadratic,
+        estimator = fit(jax.random.PRNGKey(1), bank, max_epochs=60, patience=60, quadratic=quadratic,
                         progress=False).estimator
         shortfall[quadratic], excess[quadratic] = 0.5 - slope(estimator), evaluate(estimator, test) - bayes
-    assert 0.04 < shortfall[False] and shortfall[True] < 0.8 * shortfall[False], shortfall
+    assert 0.04 < shortfall[False] and shortfall[True] < 0.75 * shortfall[False], shortfall
     assert excess[True] < 0.8 * excess[False], excess
 
 
