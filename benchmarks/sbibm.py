@@ -60,6 +60,7 @@ SBIBM_TASKS = ["two_moons", "gaussian_linear", "gaussian_linear_uniform", "gauss
 JAX_MARK = "ᴶ"
 BOUND_MARK = "ᵇ"
 QUOTED_MARK = "ᵠ"
+DIVERGED_MARK = "ᵈ"
 BUDGET_LABEL = {1000: "10³", 10_000: "10⁴", 100_000: "10⁵"}
 
 
@@ -132,8 +133,15 @@ def targets(row: dict) -> list[str]:
     if row["num_simulations"] == 10_000 and "NRE" in pub:
         check("NRE", pub["NRE"]["mean"], strict=True)
     sbi = row.get("sbi_nre_a") or pub.get("sbi NRE_A")
-    if sbi:
+    if sbi and sbi["mean"] is not None:
         check("sbi NRE_A", sbi["mean"], strict=True)
+    elif sbi:  # sbi diverged on some observations: compare on those where both have a C2ST
+        pairs = [(a, b) for a, b in zip(row["c2st"], sbi["c2st"]) if b is not None]
+        if pairs:
+            ours_there, theirs = np.mean([a for a, _ in pairs]), np.mean([b for _, b in pairs])
+            marks.append(f"{'✓' if ours_there < theirs else '✗'} < sbi NRE_A on its {len(pairs)} finite")
+        else:
+            marks.append("✓ sbi NRE_A diverged")
     return marks
 
 
@@ -146,11 +154,12 @@ def sampler_label(row: dict) -> str:
 
 def nets_label(row: dict) -> str:
     """Networks averaged, with the negatives per simulation, the ratio weighting α, the parameters'
-    moving-average decay β (rows without it kept the iterates: they predate it) and the patience
-    in training where not 1, 0 and 50."""
+    moving-average decay β (rows without it kept the iterates: they predate it), the quadratic terms
+    in θ and the patience in training where not 1, 0 and 50."""
     extras = [f"{row['num_negatives']} negatives"] if row.get("num_negatives", 1) > 1 else []
     extras += [f"α {row['ratio_weighting']:g}"] if row.get("ratio_weighting", 0.0) else []
     extras += [f"EMA {row['ema_decay']:.4g}"] if row.get("ema_decay", 0.0) else []
+    extras += ["quadratic"] if row.get("quadratic") else []
     extras += [f"patience {row['patience']}"] if row.get("patience", 50) != 50 else []
     return f"{row.get('members', 1)}" + (f" ({', '.join(extras)})" if extras else "")
 
@@ -179,6 +188,9 @@ def markdown(rows: list[dict], meta: dict) -> str:
     if any(not row.get("sbi_nre_a") and "sbi NRE_A" in row["published"] for row in rows):
         lines += ["", f"{QUOTED_MARK} sbi's NRE_A as quoted in the benchmark issue (sbi's defaults on sbibm's observations); "
                   "unmarked values were run by `--sbi-python` on the row's own bank and observations, same C2ST."]
+    if any((row.get("sbi_nre_a") or {}).get("nonfinite_draws") and row["sbi_nre_a"]["mean"] is None for row in rows):
+        lines += ["", f"{DIVERGED_MARK} sbi's MCMC returned non-finite θ for some observations (no C2ST there); "
+                  "the targets column then compares both on the observations where sbi's draws are finite."]
     if any(row.get("c2st_backend") == "jax" for row in rows):
         lines += ["", f"{JAX_MARK} C2ST by the JAX backend of `aalr_jax.diagnostics.c2st` (sbibm's classifier, folds "
                   "and stopping rule re-implemented in JAX); the other rows by scikit-learn, as sbibm."]
@@ -187,8 +199,13 @@ def markdown(rows: list[dict], meta: dict) -> str:
 
 def sbi_column(row: dict) -> str:
     """sbi's NRE_A: run here on the row's bank and observations, else as quoted in the issue (ᵠ)."""
-    if row.get("sbi_nre_a"):
-        return f"{row['sbi_nre_a']['mean']:.3f}"
+    sbi = row.get("sbi_nre_a")
+    if sbi and sbi["mean"] is None:
+        diverged = sum(k > 0 for k in sbi["nonfinite_draws"])
+        rest = "" if sbi["finite_mean"] is None else f"; {sbi['finite_mean']:.3f} on the others"
+        return f"diverged on {diverged} of {len(sbi['nonfinite_draws'])}{DIVERGED_MARK}{rest}"
+    if sbi:
+        return f"{sbi['mean']:.3f}"
     quoted = row["published"].get("sbi NRE_A")
     return "" if quoted is None else f"{quoted['mean']:.2f}{QUOTED_MARK}"
 
@@ -222,7 +239,7 @@ def run_one(task_name: str, budget: int, observations, wheel, args) -> dict:
     start = time.perf_counter()
     network = dict(theta_bound=args.theta_bound, num_negatives=args.num_negatives,
                    ratio_weighting=args.ratio_weighting, ema_decay=args.ema_decay, patience=args.patience,
-                   progress=not args.quiet)
+                   quadratic=args.quadratic, progress=not args.quiet)
     if args.ensemble == 1:
         estimator, history = fit(jax.random.fold_in(key, 1), bank, **network)
         histories = [history]
@@ -251,7 +268,7 @@ def run_one(task_name: str, budget: int, observations, wheel, args) -> dict:
     return dict(task=task_name, num_simulations=budget, observations=list(observations),
                 c2st=scores, c2st_backend=args.c2st_backend, c2st_mean=float(np.mean(scores)), c2st_std=float(np.std(scores)),
                 method=method, device=jax.devices()[0].device_kind, cpu_count=os.cpu_count(), jax=jax.__version__,
-                thin=default_thin(method, independence_prob), independence_prob=independence_prob, members=args.ensemble, num_negatives=args.num_negatives, ratio_weighting=args.ratio_weighting, ema_decay=histories[0].ema_decay, patience=args.patience, theta_bound=estimator.config.theta_bound, epochs=[len(h.train_loss) for h in histories],
+                thin=default_thin(method, independence_prob), independence_prob=independence_prob, members=args.ensemble, num_negatives=args.num_negatives, ratio_weighting=args.ratio_weighting, ema_decay=histories[0].ema_decay, patience=args.patience, theta_bound=estimator.config.theta_bound, quadratic=estimator.config.quadratic, epochs=[len(h.train_loss) for h in histories],
                 best_epoch=[h.best_epoch for h in histories],
                 acceptance=float(np.mean(post.acceptance_rate)), seconds=times,
                 published=published(task_name, budget))
@@ -294,10 +311,21 @@ def run_sbi(task_name: str, budget: int, observations, wheel, args, backend: str
         samples = np.load(samples_path)["samples"]
     start = time.perf_counter()
     refs = np.stack([ref[: args.num_samples] for _, ref in data])
-    scores = c2st_scores(refs, samples, backend, args.c2st_batch, not args.quiet)
-    return dict(c2st=scores, mean=float(np.mean(scores)), std=float(np.std(scores)), c2st_backend=backend,
-                sbi=theirs["sbi"], epochs=theirs["epochs"], seconds=dict(train=theirs["train_seconds"],
-                sample=theirs["sample_seconds"], c2st=time.perf_counter() - start))
+    # sbi's MCMC can run off to infinity (lotka_volterra, log-normal prior): such an observation
+    # has no C2ST; it is counted, never dropped from the record or clipped
+    nonfinite = [int(v) for v in np.sum(~np.all(np.isfinite(samples), axis=-1), axis=-1)]
+    finite = [i for i, k in enumerate(nonfinite) if k == 0]
+    scores = [None] * len(nonfinite)
+    for i, v in zip(finite, c2st_scores(refs[finite], samples[finite], backend, args.c2st_batch, not args.quiet)
+                    if finite else []):
+        scores[i] = v
+    kept = [v for v in scores if v is not None]
+    summary = (lambda f: float(f(kept)) if kept else None)
+    return dict(c2st=scores, mean=summary(np.mean) if len(kept) == len(scores) else None,
+                finite_mean=summary(np.mean), std=summary(np.std), nonfinite_draws=nonfinite,
+                c2st_backend=backend, sbi=theirs["sbi"], epochs=theirs["epochs"],
+                seconds=dict(train=theirs["train_seconds"], sample=theirs["sample_seconds"],
+                             c2st=time.perf_counter() - start))
 
 
 def write_markdown(rows, meta, output: str) -> None:
@@ -337,6 +365,8 @@ def main(argv=None):
     parser.add_argument("--ema-decay", type=float, default=None,
                         help="fit's ema_decay β: the parameters' moving average over the optimizer's steps "
                         "(default: fit's; 0: the iterates, as every row before session 11)")
+    parser.add_argument("--quadratic", action="store_true",
+                        help="fit's quadratic: learned quadratic terms in θ added to the network's logit")
     parser.add_argument("--patience", type=int, default=50,
                         help="fit's patience (300, fit's max_epochs: no early stopping)")
     parser.add_argument("--c2st-batch", type=int, default=1,
@@ -392,7 +422,7 @@ def main(argv=None):
                   + " ".join(f"{k} {v:.0f}s" for k, v in row["seconds"].items()), flush=True)
             if row.get("sbi_nre_a"):
                 sbi = row["sbi_nre_a"]
-                print(f"{'':33s}sbi NRE_A {sbi['mean']:.3f} ± {sbi['std']:.3f}   "
+                print(f"{'':33s}sbi NRE_A {sbi_column(row)} ± {sbi['std'] or float('nan'):.3f}   "
                       + " ".join(f"{k} {v:.0f}s" for k, v in sbi["seconds"].items()), flush=True)
             meta = dict(device=jax.devices()[0].device_kind, cpu_count=os.cpu_count(), jax=jax.__version__,
                         aalr_jax=aalr_jax.__version__, method=args.method, seed=args.seed,
