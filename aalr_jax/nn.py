@@ -25,7 +25,8 @@ Inputs are z-scored inside the estimator with statistics of the training bank, s
 θ and x: ``z(θ) = (θ - θ_loc) / θ_scale``, ``z(x) = (x - x_loc) / x_scale`` (elementwise).
 The head then sees ``z(θ) / √(1 + (z(θ)/b)²)`` with ``b = theta_bound`` (10 by default): nearly the
 identity where the training data lie (|z| ≤ 4 moves by less than 8 %), but bounded by ``b``, so the
-logit (its quadratic form included) stays bounded as |θ| → ∞ and ``p(θ) r̂(x|θ)`` is a proper density whenever the prior is.
+logit (its quadratic terms included) stays bounded as |θ| → ∞ and ``p(θ) r̂(x|θ)`` is a proper
+density whenever the prior is.
 Without it a network that is linear in θ far from the data can outgrow a heavy-tailed prior: on
 lotka_volterra (log-normal prior) MCMC chains ran off to θ ≈ 10³⁸.
 

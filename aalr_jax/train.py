@@ -221,7 +221,7 @@ def fit(
             (``benchmarks/tune_defaults.py``, one network) they lowered the loss on gaussian_linear,
             bernoulli_glm (also with raw x) and slcp at 10^3, and removed most of the shrinkage of
             gaussian_linear's posterior means at 10^5, but raised it on slcp at 10^4 and on
-            slcp_distractors (95 noise dimensions in x): turn them on for likelihoods that are
+            slcp_distractors (92 noise dimensions in x): turn them on for likelihoods that are
             near-Gaussian in θ and keep them where the validation loss falls.
         optimizer: any ``optax.GradientTransformation``; default AdamW without weight decay
             (weight decay over-broadens posteriors, Hermans et al. 2020) whose learning rate

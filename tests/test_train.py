@@ -311,6 +311,7 @@ def test_balanced_training_runs_and_penalises_imbalance():
         (dict(ema_decay=float("nan")), r"ema_decay must be in \[0, 1\) or None, got nan"),
         (dict(batch_size=64, num_negatives=64), r"num_negatives must be smaller than batch_size \(64\)"),
         (dict(activation="sigmoid"), "activation must be one of"),
+        (dict(quadratic=1), "quadratic must be True or False, got 1"),
     ],
 )
 def test_fit_bad_input(kwargs, match):
