@@ -55,7 +55,7 @@ def offsets(estimator, x: jax.Array, num_draws: int, key) -> tuple[np.ndarray, n
         mean = w @ theta
         return (mean - xo / 2) / jnp.sqrt(POSTERIOR_VAR), (w @ (theta - mean) ** 2) / POSTERIOR_VAR, 1 / jnp.sum(w**2)
 
-    return tuple(np.asarray(a) for a in jax.lax.map(jax.jit(one), x))
+    return tuple(np.asarray(a) for a in jax.lax.map(one, x))
 
 
 def main(argv=None):

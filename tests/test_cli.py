@@ -252,8 +252,8 @@ def test_an_iid_default_observation_without_iid_says_how(tmp_path, capsys):
 def test_train_an_ensemble_then_sample_with_it(trained, tmp_path, capsys):
     """--ensemble 2: the file holds two members (each the network `train` makes alone), the run
     records each member's training (here with 2 negatives per simulation, ratio weighting ½, the
-    parameters' moving average and the quadratic terms in θ), and `sample` reads the ensemble back; a weighting outside [0, 1] and
-    a decay of 1 are refused."""
+    parameters' moving average and the quadratic terms in θ), and `sample` reads the ensemble back;
+    a weighting outside [0, 1] and a decay of 1 are refused."""
     estimator = tmp_path / "ensemble.npz"
     out, _ = _run_ok(["train", "--bank", trained.parent / "bank.npz", "--output", estimator, "--task", "two_moons",
                       *TRAINING, "--ensemble", "2", "--num-negatives", "2", "--ratio-weighting", "0.5",

@@ -1,5 +1,5 @@
 """Networks (aalr_jax.nn): embeddings (shapes, determinism, gradients, save/load, a tiny fit), the
-quadratic form of the head by hand, the exp-based activations."""
+head's quadratic terms in θ by hand, the exp-based activations."""
 
 import dataclasses
 import functools
@@ -8,10 +8,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-
-from aalr_jax import fit, io, simulate
 from flax import nnx
 
+from aalr_jax import fit, io, simulate
 from aalr_jax.nn import EMBEDDINGS, NetworkConfig, RatioEstimator, Standardization, init_estimator
 from aalr_jax.priors import box_uniform
 
