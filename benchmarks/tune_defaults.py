@@ -124,14 +124,22 @@ class GaussianMixtureRatio(NamedTuple):
 EXACT_RATIOS = {"gaussian_linear": GaussianLinearRatio, "gaussian_mixture": GaussianMixtureRatio}
 
 
-def score(task, estimator, key, num_obs, num_samples, reference_fn, backend="sklearn"):
+def fresh_observations(task, key, num_obs, num_samples, reference_fn):
+    """``num_obs`` observations drawn from the joint, ``(num_obs, *x_shape)``, and reference samples
+    of their posteriors, ``(num_obs, num_samples, d)``: computed once per task and budget, shared by
+    every candidate and seed."""
     theta = task.prior.sample(jax.random.fold_in(key, 0), (num_obs,))
     keys = jax.random.split(jax.random.fold_in(key, 1), num_obs)
     xs = jax.vmap(task.simulator)(keys, theta)
-    post = sample_posterior(jax.random.fold_in(key, 2), estimator, task.prior, xs, num_samples=num_samples)
     refs = np.stack([np.asarray(reference_fn(jax.random.fold_in(key, 10 + i), xs[i], num_samples))
                      for i in range(num_obs)])
-    return c2st_scores(refs, np.asarray(post.samples), backend, batch=num_obs)
+    return xs, refs
+
+
+def score(task, estimator, key, xs, refs, backend="sklearn"):
+    """C2ST of the estimator's posterior of each of ``xs`` against ``refs`` (one score per observation)."""
+    post = sample_posterior(jax.random.fold_in(key, 2), estimator, task.prior, xs, num_samples=refs.shape[1])
+    return c2st_scores(refs, np.asarray(post.samples), backend, batch=len(xs))
 
 
 def main(argv=None):
@@ -155,13 +163,14 @@ def main(argv=None):
             # fresh pairs for the loss every candidate is compared on (not the split fit selects on)
             test_bank = simulate(jax.random.PRNGKey(3000 + budget), task, 20_000, progress=False)
             bayes = evaluate(EXACT_RATIOS[name](), test_bank) if name in EXACT_RATIOS else None
+            fresh = None  # (observations, references), made on first use
             if bayes is not None:
                 print(f"{name:16s} {budget:6d} Bayes loss on the test pairs {bayes:.4f}", flush=True)
             for label, kwargs in candidates(budget).items():
                 if args.configs and label not in args.configs.split(","):
                     continue
                 start = time.perf_counter()
-                test_losses, best_vals, epochs = [], [], 0
+                test_losses, best_vals, epochs, scores = [], [], 0, []
                 for seed in args.seeds:  # the training seed: its spread is the noise to beat
                     if "num_members" in kwargs:
                         estimator, histories, best_val = fit_ensemble(jax.random.PRNGKey(seed), bank, progress=False, **kwargs)
@@ -171,17 +180,23 @@ def main(argv=None):
                     test_losses.append(evaluate(estimator, test_bank))
                     best_vals.append(float(best_val))
                     epochs += sum(len(h.train_loss) for h in histories)
+                    if args.observations:
+                        if fresh is None:
+                            fresh = fresh_observations(task, jax.random.PRNGKey(2000 + budget), args.observations,
+                                                       args.num_samples, task.reference_posterior)
+                        scores.append(score(task, estimator, jax.random.PRNGKey(2000 + budget), *fresh, args.c2st_backend))
                 seconds = time.perf_counter() - start
                 test_loss = float(np.mean(test_losses))
-                # C2ST scores the last seed's estimator
-                scores = [] if args.observations == 0 else score(task, estimator, jax.random.PRNGKey(2000 + budget), args.observations,
-                               args.num_samples, task.reference_posterior, args.c2st_backend)
-                row = dict(task=name, budget=budget, config=label, c2st=float(np.mean(scores)) if scores else None, c2st_all=scores,
+                # C2ST: mean over the fresh observations and the seeds; c2st_all[s][i]: seed s, observation i
+                row = dict(task=name, budget=budget, config=label, c2st=float(np.mean(scores)) if scores else None,
+                           c2st_all=[list(map(float, v)) for v in scores],
+                           c2st_per_seed=[float(np.mean(v)) for v in scores],
                            best_val=float(np.mean(best_vals)), test_loss=test_loss, test_loss_per_seed=test_losses,
                            seeds=args.seeds, bayes_loss=bayes, epochs=epochs, train_seconds=seconds)
                 rows.append(row)
                 spread = f" ({' '.join(f'{v:.4f}' for v in test_losses)})" if len(test_losses) > 1 else ""
-                print(f"{name:16s} {budget:6d} {label:32s} C2ST {row['c2st'] or float('nan'):.3f}  val {row['best_val']:.4f}  "
+                c2st_spread = f" ({' '.join(f'{v:.3f}' for v in row['c2st_per_seed'])})" if len(scores) > 1 else ""
+                print(f"{name:16s} {budget:6d} {label:32s} C2ST {row['c2st'] or float('nan'):.3f}{c2st_spread}  val {row['best_val']:.4f}  "
                       f"test {test_loss:.4f}{spread}  epochs {row['epochs']:4d}  {seconds:5.0f}s", flush=True)
                 with open(args.output, "w") as f:
                     json.dump(dict(device=jax.devices()[0].device_kind, rows=rows), f, indent=1)
