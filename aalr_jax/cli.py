@@ -112,10 +112,10 @@ def _add_training_options(parser) -> None:
                        help="train M networks on one split and average their logits (default: %(default)s)")
     group.add_argument("--num-negatives", type=_positive_int, default=1, metavar="K",
                        help="independent θ per simulation in each training batch (default: %(default)s)")
-    group.add_argument("--ratio-weighting", type=_exponent, default=0.0, metavar="ALPHA",
-                       help="weight each training pair's loss by (1 + r)^ALPHA, r the current ratio estimate; "
-                            "0.5 sharpens posteriors much narrower than the prior, best with --patience equal "
-                            "to --max-epochs (default: %(default)s)")
+    group.add_argument("--ratio-weighting", type=_exponent, default=0.5, metavar="ALPHA",
+                       help="weight each training pair's loss by (1 + r)^ALPHA, r the current ratio estimate: "
+                            "it sharpens posteriors much narrower than the prior; 0 is the plain AALR loss "
+                            "(default: %(default)s)")
     group.add_argument("--ema-decay", type=_decay, default=None, metavar="BETA",
                        help="validate and keep the moving average of the parameters over the optimizer's "
                             "steps, a <- BETA*a + (1-BETA)*params; 0 keeps the iterates (default: 0.999, "

@@ -360,8 +360,9 @@ def main(argv=None):
     parser.add_argument("--ensemble", type=int, default=1, help="networks averaged (fit_ensemble) when > 1")
     parser.add_argument("--num-negatives", type=int, default=1,
                         help="fit's num_negatives: independent θ per simulation in each training batch")
-    parser.add_argument("--ratio-weighting", type=float, default=0.0,
-                        help="fit's ratio_weighting α: each training pair's loss weighted by (1 + r̂)^α")
+    parser.add_argument("--ratio-weighting", type=float, default=0.5,
+                        help="fit's ratio_weighting α: each training pair's loss weighted by (1 + r̂)^α "
+                        "(default: fit's, ½ since session 13; rows without 'α' in their label used 0)")
     parser.add_argument("--ema-decay", type=float, default=None,
                         help="fit's ema_decay β: the parameters' moving average over the optimizer's steps "
                         "(default: fit's; 0: the iterates, as every row before session 11)")

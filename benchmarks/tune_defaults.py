@@ -67,7 +67,10 @@ def candidates(budget: int) -> dict:
         "negatives 4": dict(num_negatives=4),  # every x meets 4 independent θ per batch
         "negatives 16": dict(num_negatives=16),
         "negatives 4 lr/4": dict(num_negatives=4, learning_rate=lr / 4),
-        "ratio 0.25": dict(ratio_weighting=0.25),  # each pair's loss weighted by (1 + r̂)^α
+        # each pair's loss weighted by (1 + r̂)^α; α = ½ is fit's default since session 13, so rows of
+        # results/*.json before it labelled "default" are "ratio 0"
+        "ratio 0": dict(ratio_weighting=0.0),
+        "ratio 0.25": dict(ratio_weighting=0.25),
         "ratio 0.5": dict(ratio_weighting=0.5),
         "ratio 0.75": dict(ratio_weighting=0.75),
         "ensemble 4 ratio 0.5": dict(num_members=4, ratio_weighting=0.5),

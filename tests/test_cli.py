@@ -111,6 +111,7 @@ def test_simulate_train_sample_through_files(trained, run_dir, tmp_path, capsys)
     assert io.load_metadata(trained)["metadata"]["task"] == "two_moons"
     # fit's default network has no quadratic terms, and the file says so
     assert io.load_metadata(trained)["metadata"]["training"]["quadratic"] is False
+    assert io.load_metadata(trained)["metadata"]["training"]["ratio_weighting"] == 0.5  # fit's default α
     assert not io.load_estimator(trained).config.quadratic
     out, _ = _run_ok(["sample", "--estimator", trained, *SAMPLER, "--output", tmp_path], capsys)  # task from metadata
     assert str(tmp_path) in out
