@@ -29,7 +29,7 @@ import aalr_jax
 from aalr_jax import diagnostics, io, plotting, priors, tasks
 from aalr_jax.data import load_bank, save_bank, simulate
 from aalr_jax.sampling import METHODS, default_thin, resolve_independence, resolve_method, sample_posterior
-from aalr_jax.train import fit, fit_ensemble
+from aalr_jax.train import DEFAULT_RATIO_WEIGHTING, fit, fit_ensemble
 
 __all__ = ["build_parser", "load_observation", "main"]
 
@@ -112,7 +112,7 @@ def _add_training_options(parser) -> None:
                        help="train M networks on one split and average their logits (default: %(default)s)")
     group.add_argument("--num-negatives", type=_positive_int, default=1, metavar="K",
                        help="independent θ per simulation in each training batch (default: %(default)s)")
-    group.add_argument("--ratio-weighting", type=_exponent, default=0.5, metavar="ALPHA",
+    group.add_argument("--ratio-weighting", type=_exponent, default=DEFAULT_RATIO_WEIGHTING, metavar="ALPHA",
                        help="weight each training pair's loss by (1 + r)^ALPHA, r the current ratio estimate: "
                             "it sharpens posteriors much narrower than the prior; 0 is the plain AALR loss "
                             "(default: %(default)s)")

@@ -33,8 +33,10 @@ from aalr_jax.data import SimulationBank, split_bank
 from aalr_jax.losses import estimator_loss
 from aalr_jax.nn import NetworkConfig, RatioEnsemble, RatioEstimator, init_estimator, standardization_from
 
-__all__ = ["EnsembleFitResult", "FitResult", "TrainHistory", "TrainState", "averaged", "build_epoch",
-           "default_ema_decay", "evaluate", "fit", "fit_ensemble", "start_average"]
+__all__ = ["DEFAULT_RATIO_WEIGHTING", "EnsembleFitResult", "FitResult", "TrainHistory", "TrainState", "averaged",
+           "build_epoch", "default_ema_decay", "evaluate", "fit", "fit_ensemble", "start_average"]
+
+DEFAULT_RATIO_WEIGHTING = 0.5  # fit's α (since session 13; the evidence is in fit's docstring)
 
 
 class TrainState(NamedTuple):
@@ -206,7 +208,7 @@ def fit(
     validation_bank: SimulationBank | None = None,
     balance: float = 0.0,
     num_negatives: int = 1,
-    ratio_weighting: float = 0.5,
+    ratio_weighting: float = DEFAULT_RATIO_WEIGHTING,
     ema_decay: float | None = None,
     progress: bool = True,
 ) -> FitResult:

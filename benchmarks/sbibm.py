@@ -44,6 +44,7 @@ import aalr_jax
 from aalr_jax import fit, fit_ensemble, sample_posterior, simulate, tasks
 from aalr_jax.diagnostics import c2st
 from aalr_jax.sampling import default_thin, resolve_independence, resolve_method
+from aalr_jax.train import DEFAULT_RATIO_WEIGHTING
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SHARED = os.path.join(HERE, "..", "..", "shared", "sbibm_results")
@@ -360,7 +361,7 @@ def main(argv=None):
     parser.add_argument("--ensemble", type=int, default=1, help="networks averaged (fit_ensemble) when > 1")
     parser.add_argument("--num-negatives", type=int, default=1,
                         help="fit's num_negatives: independent θ per simulation in each training batch")
-    parser.add_argument("--ratio-weighting", type=float, default=0.5,
+    parser.add_argument("--ratio-weighting", type=float, default=DEFAULT_RATIO_WEIGHTING,
                         help="fit's ratio_weighting α: each training pair's loss weighted by (1 + r̂)^α "
                         "(default: fit's, ½ since session 13; rows without 'α' in their label used 0)")
     parser.add_argument("--ema-decay", type=float, default=None,

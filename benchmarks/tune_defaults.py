@@ -67,8 +67,9 @@ def candidates(budget: int) -> dict:
         "negatives 4": dict(num_negatives=4),  # every x meets 4 independent θ per batch
         "negatives 16": dict(num_negatives=16),
         "negatives 4 lr/4": dict(num_negatives=4, learning_rate=lr / 4),
-        # each pair's loss weighted by (1 + r̂)^α; α = ½ is fit's default since session 13, so rows of
-        # results/*.json before it labelled "default" are "ratio 0"
+        # each pair's loss weighted by (1 + r̂)^α; α = ½ is fit's default since session 13: every candidate
+        # without ratio_weighting now trains with it, while in results/*.json before it ("default",
+        # "quadratic", "no ema", ...) they trained with α = 0, the "ratio 0" of now
         "ratio 0": dict(ratio_weighting=0.0),
         "ratio 0.25": dict(ratio_weighting=0.25),
         "ratio 0.5": dict(ratio_weighting=0.5),
