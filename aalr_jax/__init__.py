@@ -7,10 +7,11 @@ Pipeline: ``simulate`` a bank from a prior and a simulator, ``fit`` a ratio esti
 from importlib.metadata import PackageNotFoundError, version
 
 from aalr_jax import priors, tasks
-from aalr_jax.data import SimulationBank, simulate, split_bank
+from aalr_jax.data import simulate, split_bank
 from aalr_jax.io import load_estimator, save_estimator
 from aalr_jax.nn import NetworkConfig, RatioEnsemble, RatioEstimator
-from aalr_jax.sampling import ExactLikelihood, PosteriorSamples, sample_posterior
+from aalr_jax.sampling import PosteriorSamples, sample_posterior
+from aalr_jax.types import ExactLikelihood, SimulationBank
 from aalr_jax.train import EnsembleFitResult, FitResult, TrainHistory, fit, fit_ensemble
 
 try:

@@ -12,7 +12,7 @@ import functools
 import os
 import tempfile
 import warnings
-from typing import Callable, NamedTuple
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
@@ -20,6 +20,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from aalr_jax.priors import validate_prior
+from aalr_jax.types import SimulationBank
 
 __all__ = [
     "SimulationBank",
@@ -29,17 +30,6 @@ __all__ = [
     "simulate",
     "split_bank",
 ]
-
-
-class SimulationBank(NamedTuple):
-    """Paired simulations: ``theta: (n, d)``, ``x: (n, *x_shape)``."""
-
-    theta: jax.Array
-    x: jax.Array
-
-    @property
-    def num_simulations(self) -> int:
-        return int(self.theta.shape[0])
 
 
 def resolve_problem(task_or_prior_and_simulator):

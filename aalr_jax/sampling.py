@@ -63,6 +63,7 @@ from blackjax.adaptation.step_size import dual_averaging_adaptation
 from blackjax.mcmc import random_walk
 
 from aalr_jax import independence, priors
+from aalr_jax.types import ExactLikelihood
 from aalr_jax.posterior import embed_observations, log_posterior, observation_batch_shape, unconstrained_log_posterior
 
 __all__ = [
@@ -190,30 +191,6 @@ class PosteriorSamples(NamedTuple):
     step_size: jax.Array
     rhat: jax.Array
     ess: jax.Array
-
-
-@functools.partial(jax.tree_util.register_dataclass, data_fields=[], meta_fields=["log_likelihood_fn", "x_shape"])
-@dataclasses.dataclass(frozen=True)
-class ExactLikelihood:
-    """An exact ``log p(x|θ)`` in place of a learned ratio (same ``embed``/``head`` interface).
-
-    Sampling with it gives the exact posterior: use it for references and to test samplers.
-
-    Args:
-        log_likelihood_fn: ``(theta (d,), x x_shape) -> ()``, pure JAX.
-        x_shape: shape of one observation.
-    """
-
-    log_likelihood_fn: Callable
-    x_shape: tuple
-
-    def embed(self, x):
-        x = jnp.asarray(x, jnp.float32)
-        return x.reshape(x.shape[: x.ndim - len(self.x_shape)] + (-1,))
-
-    def head(self, theta, features):
-        fn = lambda t, f: self.log_likelihood_fn(t, f.reshape(self.x_shape))
-        return jnp.vectorize(fn, signature="(d),(m)->()")(theta, features)
 
 
 def warmup_schedule(num_warmup: int) -> tuple[np.ndarray, np.ndarray]:

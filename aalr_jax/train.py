@@ -29,7 +29,8 @@ import numpy as np
 import optax
 from tqdm.auto import tqdm
 
-from aalr_jax.data import SimulationBank, split_bank
+from aalr_jax.data import split_bank
+from aalr_jax.types import SimulationBank
 from aalr_jax.losses import estimator_loss
 from aalr_jax.nn import NetworkConfig, RatioEnsemble, RatioEstimator, init_estimator, standardization_from
 

@@ -49,7 +49,7 @@ import numpy as np
 import numpyro.distributions as dist
 from jax.scipy.special import gammaln, xlog1py, xlogy
 
-from aalr_jax.sampling import ExactLikelihood
+from aalr_jax.types import ExactLikelihood
 from aalr_jax.tasks._common import check_theta, nuts_reference
 from aalr_jax.tasks._ode import forward_mode_gradient, solve_at, solve_positive
 from aalr_jax.tasks.base import Task

@@ -44,6 +44,7 @@ import numpy as np
 
 from aalr_jax.priors import box_uniform
 from aalr_jax.tasks.base import Task
+from aalr_jax.types import ExactLikelihood
 
 __all__ = ["PRIOR", "log_likelihood", "make", "reference_posterior", "simulator"]
 
@@ -102,7 +103,7 @@ def reference_posterior(
     random signs of θ_3 and θ_4. Not jit-able (it calls :func:`aalr_jax.sampling.sample_posterior`,
     which compiles its own program).
     """
-    from aalr_jax.sampling import ExactLikelihood, sample_posterior  # lazy: keeps task import light
+    from aalr_jax.sampling import sample_posterior  # lazy: keeps task import light
 
     x_obs = jnp.asarray(x_obs, jnp.float32)
     if x_obs.shape != (2 * NUM_POINTS,):
