@@ -4,8 +4,8 @@ For each task and simulation budget: simulate a bank, train one estimator with t
 defaults, sample all chosen sbibm observations in ONE batched ``sample_posterior`` call
 (10,000 samples each), and score each with sbibm's C2ST against sbibm's reference samples.
 Printed and written next to the published NRE (sbibm's contrastive NRE-B) and NPE numbers from
-``../shared/sbibm_results/main_paper.csv`` (Lueckmann et al. 2021, MIT), with wall-clock seconds
-per phase.
+``benchmarks/sbibm_published/main_paper.csv`` (Lueckmann et al. 2021, MIT; see the README there),
+with wall-clock seconds per phase.
 
 sbibm's observations and reference samples come from its wheel, downloaded at benchmark time
 (``pip download sbibm==1.1.0 --no-deps``) into a cache folder; aalr_jax never depends on sbibm.
@@ -47,7 +47,7 @@ from aalr_jax.sampling import default_thin, resolve_independence, resolve_method
 from aalr_jax.train import DEFAULT_RATIO_WEIGHTING
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-SHARED = os.path.join(HERE, "..", "..", "shared", "sbibm_results")
+PUBLISHED = os.path.join(HERE, "sbibm_published")  # sbibm's published C2ST tables, MIT
 # NRE-C (Miller, Weniger & Forré 2022, "Contrastive Neural Ratio Estimation"): C2ST at 10^5
 # simulations as quoted in this project's benchmark issue; other budgets are not cited here.
 NRE_C_1E5 = {"two_moons": 0.54, "slcp": 0.80, "gaussian_linear": 0.53, "gaussian_mixture": 0.73,
@@ -104,7 +104,7 @@ def published(task: str, budget: int) -> dict:
     corrected after the paper, and sbibm 1.1.0's reference samples are the corrected task's.
     """
     name = "gaussian_mixture_rerun.csv" if task == "gaussian_mixture" else "main_paper.csv"
-    path = os.path.join(SHARED, name)
+    path = os.path.join(PUBLISHED, name)
     if not os.path.exists(path):
         return {}
     values = {}
@@ -357,16 +357,16 @@ def main(argv=None):
     parser.add_argument("--c2st-backend", choices=("sklearn", "jax"), default="sklearn",
                         help="scikit-learn's classifier, or the same protocol in JAX (several times faster)")
     parser.add_argument("--theta-bound", type=lambda v: None if v == "none" else float(v), default=10.0,
-                        help="fit's theta_bound (default 10; 'none' feeds z(θ) unbounded, as before session 4)")
+                        help="fit's theta_bound (default 10; 'none' feeds z(θ) unbounded, the rows without ᵇ)")
     parser.add_argument("--ensemble", type=int, default=1, help="networks averaged (fit_ensemble) when > 1")
     parser.add_argument("--num-negatives", type=int, default=1,
                         help="fit's num_negatives: independent θ per simulation in each training batch")
     parser.add_argument("--ratio-weighting", type=float, default=DEFAULT_RATIO_WEIGHTING,
                         help="fit's ratio_weighting α: each training pair's loss weighted by (1 + r̂)^α "
-                        "(default: fit's, ½ since session 13; rows without 'α' in their label used 0)")
+                        "(default: fit's, ½; rows without 'α' in their label used 0)")
     parser.add_argument("--ema-decay", type=float, default=None,
                         help="fit's ema_decay β: the parameters' moving average over the optimizer's steps "
-                        "(default: fit's; 0: the iterates, as every row before session 11)")
+                        "(default: fit's; 0: the iterates, as the rows without 'EMA' in their label)")
     parser.add_argument("--quadratic", action="store_true",
                         help="fit's quadratic: learned quadratic terms in θ added to the network's logit")
     parser.add_argument("--patience", type=int, default=50,
