@@ -12,7 +12,7 @@ C2ST of each against two_moons' exact reference posterior (sbibm's protocol), wi
 sbi runs in its own environment (PyTorch), given by ``--sbi-python``; it is optional and never
 part of CI. Without it only the aalr_jax half runs.
 
-    python benchmarks/compare_sbi.py --sbi-python /path/to/sbi-venv/bin/python
+    python benchmarks/compare_sbi.py --sbi-python "$SBI_VENV/bin/python"
 """
 
 from __future__ import annotations

@@ -42,8 +42,8 @@ def candidates(budget: int) -> dict:
     lr = default_learning_rate(batch)
     return {
         # cosine decay to 1 % over 300 epochs, batch n/16 in [64, 512], patience 50, the parameters' moving
-        # average over min(1000, steps / 10) steps (since session 11; rows of results/*.json before it kept the
-        # iterates, "no ema" here)
+        # average over min(1000, steps / 10) steps, ratio weighting α = ½. In a result file, "default" is
+        # fit's default when that file was written: benchmarks/README.md gives its settings beside each table
         "default": dict(),
         "no ema": dict(ema_decay=0.0),
         "constant lr1e-3 b256 patience 20": dict(optimizer=optax.adamw(1e-3, weight_decay=0.0), batch_size=256,
@@ -67,9 +67,9 @@ def candidates(budget: int) -> dict:
         "negatives 4": dict(num_negatives=4),  # every x meets 4 independent θ per batch
         "negatives 16": dict(num_negatives=16),
         "negatives 4 lr/4": dict(num_negatives=4, learning_rate=lr / 4),
-        # each pair's loss weighted by (1 + r̂)^α; α = ½ is fit's default since session 13: every candidate
-        # without ratio_weighting now trains with it, while in results/*.json before it ("default",
-        # "quadratic", "no ema", ...) they trained with α = 0, the "ratio 0" of now
+        # each pair's loss weighted by (1 + r̂)^α; α = ½ is fit's default: every candidate without
+        # ratio_weighting trains with it. In the result files up to tune_defaults_alpha.json ("default",
+        # "quadratic", "no ema", ...) candidates without it trained with α = 0, the "ratio 0" here
         "ratio 0": dict(ratio_weighting=0.0),
         "ratio 0.25": dict(ratio_weighting=0.25),
         "ratio 0.5": dict(ratio_weighting=0.5),
@@ -90,8 +90,7 @@ def candidates(budget: int) -> dict:
         "ratio 0.5 ema 0.9999": dict(ratio_weighting=0.5, ema_decay=0.9999),
         "ema 0.999": dict(ema_decay=0.999),
         "ensemble 8 ratio 0.5 ema 0.999": dict(num_members=8, ratio_weighting=0.5, ema_decay=0.999),
-        # learned quadratic terms in θ added to the logit (session 12; in results/tune_defaults_quadratic.json
-        # "no quadratic" is fit's default)
+        # learned quadratic terms in θ added to the logit (fit(quadratic=True); off by default)
         "quadratic": dict(quadratic=True),
         "ratio 0.5 quadratic": dict(ratio_weighting=0.5, quadratic=True),
     }
