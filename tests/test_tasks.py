@@ -45,10 +45,31 @@ def test_registry_and_shapes(name):
 # ---------------------------------------------------------------- two moons
 
 
+# sbibm v1.1.0, two_moons/files/num_observation_1: observation.csv and true_parameters.csv.
+SBIBM_TWO_MOONS_OBS1 = (-0.6396706, 0.16234657)
+SBIBM_TWO_MOONS_THETA1 = (-0.8176656, -0.5756806)
+
+
 def test_two_moons_default_observation_is_sbibm_obs1():
     task = tasks.get("two_moons")
-    np.testing.assert_allclose(task.default_observation, [-0.6396706, 0.16234657])
-    np.testing.assert_allclose(task.true_theta, [-0.8176656, -0.5756806])
+    np.testing.assert_allclose(task.default_observation, SBIBM_TWO_MOONS_OBS1, rtol=0, atol=1e-7)
+    np.testing.assert_allclose(task.true_theta, SBIBM_TWO_MOONS_THETA1, rtol=0, atol=1e-7)
+
+
+def test_two_moons_default_observation_is_a_draw_of_the_simulator_at_true_theta():
+    """Invert the simulator's definition in NumPy: x_o at θ* must come from a plausible noise draw
+    (r ~ N(0.1, 0.01²), a ~ U(-π/2, π/2)), and the task's log-likelihood must equal its density."""
+    task = tasks.get("two_moons")
+    theta = np.asarray(SBIBM_TWO_MOONS_THETA1, np.float64)
+    x_o = np.asarray(task.default_observation, np.float64)
+    shift = np.array([-abs(theta[0] + theta[1]) / math.sqrt(2), (theta[1] - theta[0]) / math.sqrt(2)])
+    q = x_o - shift - np.array([0.25, 0.0])  # = (r cos a, r sin a)
+    r, a = math.hypot(q[0], q[1]), math.atan2(q[1], q[0])
+    assert abs(r - 0.1) < 4 * 0.01 and abs(a) < math.pi / 2
+    # density of (r, a) times the Jacobian 1/r of the polar map
+    expected = stats.norm(0.1, 0.01).logpdf(r) - math.log(math.pi) - math.log(r)
+    got = float(task.log_likelihood(jnp.asarray(theta, jnp.float32), jnp.asarray(x_o, jnp.float32)))
+    np.testing.assert_allclose(got, expected, rtol=1e-4)
 
 
 def test_two_moons_simulator_moments():
