@@ -1,4 +1,4 @@
-"""Tests of the sbibm tasks added for issue #3 (gaussian_linear_uniform, gaussian_mixture,
+"""Tests of the sbibm tasks (gaussian_linear_uniform, gaussian_mixture,
 slcp_distractors, bernoulli_glm, bernoulli_glm_raw, sir, lotka_volterra) against independent
 truths: closed forms, NumPy/SciPy re-derivations, grids, importance sampling, and summaries of
 sbibm's own reference posterior samples.

@@ -15,6 +15,9 @@ Default observation: sbibm observation 1 (``observation_raw.csv``, stored as a 0
 :data:`aalr_jax.tasks.bernoulli_glm.OBSERVATION_RAW_BITS`), generated from the same θ as the
 ``bernoulli_glm`` observation 1 (sbibm is MIT-licensed, © 2020 Lueckmann, Boelts, Greenberg,
 Gonçalves, Macke).
+
+AALR on this task (C2ST on sbibm's 10 observations at 10³–10⁵ simulations, with the options of
+each row): ``benchmarks/README.md``, section "Accuracy against sbibm".
 """
 
 from __future__ import annotations

@@ -40,6 +40,8 @@ this pairing away; per-collision maps keep it, the per-collision estimator is am
 ``n``, and the posterior narrows as ``1/√n``. (A binary map accumulating many collisions would
 also saturate.) The task's default observation is one collision (``x_shape = (bins, bins)``) at
 θ = 10 cm; :func:`observation_set` gives the default set of 32 collisions (seed 1).
+
+The likelihood is intractable (``log_likelihood = reference_posterior = None``).
 """
 
 from __future__ import annotations

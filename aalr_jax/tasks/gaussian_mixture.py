@@ -29,6 +29,9 @@ Default observation: for ``dim == 2``, sbibm observation 1 (numbers below, copie
 ``sbibm/tasks/gaussian_mixture/files/num_observation_1``; sbibm is MIT-licensed, © 2020
 Lueckmann, Boelts, Greenberg, Gonçalves, Macke). For other dims the true θ is sbibm's repeated
 cyclically and the observation is simulated with ``observation_seed=1``.
+
+AALR on this task (C2ST on sbibm's 10 observations at 10³–10⁵ simulations, with the options of
+each row): ``benchmarks/README.md``, section "Accuracy against sbibm".
 """
 
 from __future__ import annotations

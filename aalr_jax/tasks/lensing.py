@@ -53,6 +53,8 @@ regenerated deterministically). A population of lenses sharing ``θ_E`` but not 
 parameters is an i.i.d. set: :func:`population_observation` returns ``(n, size, size)`` images
 (default 9, as in the paper), sampled with ``sample_posterior(..., iid=True)``, i.e.
 ``log p(θ_E | X) = log p(θ_E) + Σ_i log r̂(x_i | θ_E)``.
+
+The likelihood is intractable (``log_likelihood = reference_posterior = None``).
 """
 
 from __future__ import annotations

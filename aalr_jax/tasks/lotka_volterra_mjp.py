@@ -28,7 +28,7 @@ Summaries, ``x: (9,)``, exactly as the SNL code (``simulators/lotka_volterra.py`
            \quad ρ_{XY} = \frac{1}{N-1}\sum_k X̃_k Ỹ_k
 
 (autocorrelations at lags 0.2 and 0.4 time units, normalised by the series' own variance, and
-the lag-0 cross-correlation). Descriptions of the task (e.g. METHOD.md) speak of the log mean and
+the lag-0 cross-correlation). Some descriptions of the task speak of the log mean and
 log variance; SNL's code takes the means as they are and ``log(variance + 1)`` (finite for a
 constant series), and we follow the code. No whitening (SNL whitens with pilot-run statistics;
 our estimators standardise their inputs).

@@ -20,8 +20,8 @@ Reference posterior (:func:`reference_posterior`): exact-likelihood MCMC with ou
 ``sample_posterior(ExactLikelihood(log_likelihood), method="hmc")`` with 100 chains started by
 sampling-importance-resampling from 10⁴ prior draws, 1000 warm-up steps and every 3rd step kept
 (split R-hat ≤ 1.03 and bulk ESS ≥ 3000 per coordinate of ``(θ_1, θ_2, |θ_3|, |θ_4|, θ_5)`` for
-10⁴ draws at the default observation). A chain does not cross between the modes (θ_3 = 0 and
-θ_4 = 0 are valleys of the likelihood), so the weights of the modes would be those of the SIR
+10⁴ draws at the default observation). An HMC chain does not cross between the modes (θ_3 = 0
+and θ_4 = 0 are valleys of the likelihood), so the weights of the modes would be those of the SIR
 start. They are exactly 1/4 each: the likelihood depends on θ_3 and θ_4 only through θ_3², θ_4² and
 the prior is symmetric, so the posterior is invariant under ``θ_3 → −θ_3`` and ``θ_4 → −θ_4``.
 Hence each draw gets independent uniformly random signs of θ_3 and θ_4; the flipped draws are

@@ -38,6 +38,9 @@ whose relevant values are sbibm's SLCP observation 1, from ``θ = (-2.8581212, -
 2.9473476, 1.2396116, 2.9712725)``. Numbers copied from ``sbibm/tasks/slcp/files/
 num_observation_1`` (sbibm is MIT-licensed, © 2020 Lueckmann, Boelts, Greenberg, Gonçalves, Macke).
 Note that this θ and observation differ from :mod:`aalr_jax.tasks.slcp`'s default (the paper's θ*).
+
+AALR on this task (C2ST on sbibm's 10 observations at 10³–10⁵ simulations, with the options of
+each row): ``benchmarks/README.md``, section "Accuracy against sbibm".
 """
 
 from __future__ import annotations

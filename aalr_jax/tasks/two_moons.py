@@ -27,6 +27,9 @@ Default observation: sbibm observation 1, ``x_o = (-0.6396706, 0.16234657)``, ge
 ``θ = (-0.8176656, -0.5756806)``. These numbers are copied from sbibm's data files
 (``sbibm/tasks/two_moons/files/num_observation_1``; sbibm is MIT-licensed, © 2020 Lueckmann,
 Boelts, Greenberg, Gonçalves, Macke).
+
+AALR on this task (C2ST on sbibm's 10 observations at 10³–10⁵ simulations, with the options of
+each row): ``benchmarks/README.md``, section "Accuracy against sbibm".
 """
 
 from __future__ import annotations
