@@ -59,7 +59,6 @@ NPE_TARGET_TASKS = ("two_moons", "gaussian_linear", "gaussian_mixture")
 SBIBM_TASKS = ["two_moons", "gaussian_linear", "gaussian_linear_uniform", "gaussian_mixture", "slcp",
                "slcp_distractors", "bernoulli_glm", "bernoulli_glm_raw", "sir", "lotka_volterra"]
 JAX_MARK = "ᴶ"
-BOUND_MARK = "ᵇ"
 QUOTED_MARK = "ᵠ"
 DIVERGED_MARK = "ᵈ"
 BUDGET_LABEL = {1000: "10³", 10_000: "10⁴", 100_000: "10⁵"}
@@ -147,22 +146,31 @@ def targets(row: dict) -> list[str]:
 
 
 def sampler_label(row: dict) -> str:
-    """``rwmh thin 10``, or ``rwmh+ind 0.9 thin 5`` for RWMH with independence moves (rows before
-    those existed have no ``independence_prob``: the plain random walk)."""
+    """``rwmh thin 10``, or ``rwmh+ind 0.9 thin 5`` for RWMH with independence moves (a row without
+    ``independence_prob`` used the plain random walk)."""
     prob = row.get("independence_prob", 0.0)
     return f"{row['method']}{f'+ind {prob:g}' if prob else ''} thin {row['thin']}"
 
 
-def nets_label(row: dict) -> str:
-    """Networks averaged, with the negatives per simulation, the ratio weighting α, the parameters'
-    moving-average decay β (rows without it kept the iterates: they predate it), the quadratic terms
-    in θ and the patience in training where not 1, 0 and 50."""
-    extras = [f"{row['num_negatives']} negatives"] if row.get("num_negatives", 1) > 1 else []
-    extras += [f"α {row['ratio_weighting']:g}"] if row.get("ratio_weighting", 0.0) else []
-    extras += [f"EMA {row['ema_decay']:.4g}"] if row.get("ema_decay", 0.0) else []
-    extras += ["quadratic"] if row.get("quadratic") else []
-    extras += [f"patience {row['patience']}"] if row.get("patience", 50) != 50 else []
-    return f"{row.get('members', 1)}" + (f" ({', '.join(extras)})" if extras else "")
+def options_label(row: dict) -> str:
+    """The options of this script that train and sample the row as it was run, given the package's
+    current defaults ("defaults" when there are none). A key missing from a row stands for the
+    option's neutral value (α 0, the iterates, one negative, patience 50, unbounded θ input,
+    plain RWMH)."""
+    flags = [f"--ensemble {row['members']}"] if row.get("members", 1) > 1 else []
+    flags += [f"--num-negatives {row['num_negatives']}"] if row.get("num_negatives", 1) > 1 else []
+    alpha = row.get("ratio_weighting") or 0.0
+    flags += [f"--ratio-weighting {alpha:g}"] if alpha != DEFAULT_RATIO_WEIGHTING else []
+    # a recorded β is fit's default for the row's budget (0.999 at 10^5, 0.998 at 10^4)
+    flags += ["--ema-decay 0"] if not row.get("ema_decay") else []
+    flags += ["--quadratic"] if row.get("quadratic") else []
+    flags += [f"--patience {row['patience']}"] if (row.get("patience") or 50) != 50 else []
+    flags += ["--theta-bound none"] if not row.get("theta_bound") else []
+    dim = tasks.get(row["task"]).theta_dim
+    flags += [f"--method {row['method']}"] if row["method"] != resolve_method("auto", dim) else []
+    if resolve_independence(row["method"], dim, None) and not row.get("independence_prob"):
+        flags += ["--independence-prob 0"]
+    return " ".join(f"`{f}`" for f in flags) or "defaults"
 
 
 def markdown(rows: list[dict], meta: dict) -> str:
@@ -173,19 +181,16 @@ def markdown(rows: list[dict], meta: dict) -> str:
     lines = [f"{meta.get('num_samples')} samples per observation, seed {meta.get('seed')}. Machines (timings differ):"]
     lines += [f"- {marks[m] or 'unmarked'}: {m[0]} ({m[1]} CPU cores), jax {m[2]}" for m in machines] + [
              "",
-             "| task | sims | AALR (ours) | sampler, nets | NRE | NRE-C | NPE | sbi NRE_A | targets | simulate s | train s | sample s | C2ST s |",
-             "| --- | ---: | ---: | --- | ---: | ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: |"]
+             "| task | sims | AALR (ours) | sampler | options | NRE | NRE-C | NPE | sbi NRE_A | targets | simulate s | train s | sample s | C2ST s |",
+             "| --- | ---: | ---: | --- | --- | ---: | ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: |"]
     order = {name: i for i, name in enumerate(SBIBM_TASKS)}
     for row in sorted(rows, key=lambda r: (order.get(r["task"], 99), r["num_simulations"])):
         pub, sec = row["published"], row["seconds"]
         lines.append(
             f"| {row['task']} | {row['num_simulations']:,}{marks[row['device'], row['cpu_count'], row['jax']]} | {row['c2st_mean']:.3f} ± {row['c2st_std']:.3f}"
-            f"{JAX_MARK if row.get('c2st_backend') == 'jax' else ''}{BOUND_MARK if row.get('theta_bound') else ''} | {sampler_label(row)}, {nets_label(row)} | "
+            f"{JAX_MARK if row.get('c2st_backend') == 'jax' else ''} | {sampler_label(row)} | {options_label(row)} | "
             f"{fmt(pub.get('NRE'))} | {fmt(pub.get('NRE-C'))} | {fmt(pub.get('NPE'))} | {sbi_column(row)} | {', '.join(targets(row))} | "
             + " | ".join(f"{sec[k]:.0f}" for k in ("simulate", "train", "sample", "c2st")) + " |")
-    if any(row.get("theta_bound") for row in rows):
-        lines += ["", f"{BOUND_MARK} network with the bounded θ input (theta_bound=10, the default since it was added); "
-                  "the other rows were trained before it, on z(θ) as is."]
     if any(not row.get("sbi_nre_a") and "sbi NRE_A" in row["published"] for row in rows):
         lines += ["", f"{QUOTED_MARK} sbi's NRE_A as quoted in the benchmark issue (sbi's defaults on sbibm's observations); "
                   "unmarked values were run by `--sbi-python` on the row's own bank and observations, same C2ST."]
@@ -250,7 +255,7 @@ def run_one(task_name: str, budget: int, observations, wheel, args) -> dict:
     data = [sbibm_observation(wheel, task_name, i) for i in observations]
     # "auto": RWMH up to 4-D, HMC beyond, as chosen on exact likelihoods (benchmarks/choose_sampler.py)
     method = resolve_method(args.method, task.theta_dim)
-    independence_prob = resolve_independence(method, task.theta_dim, None)
+    independence_prob = resolve_independence(method, task.theta_dim, args.independence_prob)
     x_obs = np.stack([d[0].reshape(task.x_shape) for d in data])
     start = time.perf_counter()
     post = sample_posterior(jax.random.fold_in(key, 2), estimator, task.prior, x_obs,
@@ -350,6 +355,9 @@ def main(argv=None):
     parser.add_argument("--num-samples", type=int, default=10_000)
     parser.add_argument("--method", default="auto", choices=("auto", "rwmh", "hmc", "nuts"),
                         help="posterior sampler; auto: sample_posterior's default (rwmh up to 4-D, hmc beyond)")
+    parser.add_argument("--independence-prob", type=float, default=None,
+                        help="RWMH's independence-move probability (default: sample_posterior's, 0.9 up to 4-D; "
+                        "0: the plain random walk)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--cache", default=os.path.join(os.path.expanduser("~"), ".cache", "aalr_jax_sbibm"))
     parser.add_argument("--output", default=os.path.join(HERE, "results", "sbibm.json"))
