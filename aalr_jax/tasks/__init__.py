@@ -25,8 +25,9 @@ detector                   1      (32, 32)    nothing (intractable likelihood)
 =========================  =====  ==========  ===============================================
 
 The first ten are sbibm's tasks (Lueckmann et al. 2021), with sbibm's observation 1 as default
-observation (except slcp: the paper's θ*, see its module); AALR's accuracy on them is in ``benchmarks/README.md``, section "Accuracy against
-sbibm". weinberg's default observation is a set of 100 events, shape ``(100, 1)``.
+observation (except slcp: the paper's θ*, see its module); AALR's accuracy on them is in
+``benchmarks/README.md``, section "Accuracy against sbibm". weinberg's default observation is a
+set of 100 events, shape ``(100, 1)``.
 """
 
 from __future__ import annotations
