@@ -50,7 +50,7 @@ FORMAT_NAME = "aalr_jax.estimator"
 FORMAT_VERSION = 2  # 1: one estimator; 2: adds ensembles
 HEADER_KEY = "__aalr_jax__"
 _STD_KEYS = {f: f"standardization/{f}" for f in Standardization._fields}
-_RANGE_FIELDS = ("x_min", "x_max")  # optional: absent from files written before estimators kept them
+_RANGE_FIELDS = ("x_min", "x_max")  # optional: a file without them loads with None there
 _REQUIRED_STD_KEYS = {f: k for f, k in _STD_KEYS.items() if f not in _RANGE_FIELDS}
 
 

@@ -15,20 +15,22 @@ The network is split in two so that a fixed observation is embedded once, not at
   log-ratio is exactly quadratic in ``(θ, x)``, and wherever the likelihood concentrates
   (Bernstein–von Mises) it is nearly quadratic in θ with a centre that moves with x. An MLP has to
   build the products ``θ_i x_j`` of that coupling from its ridge functions, and a SELU MLP (linear
-  for positive inputs) flattens them where the training data thin out: on 10-D gaussian_linear at
-  10^5 simulations its posterior means shrink towards the prior mean as |x| grows; ``θ̃ᵀ A u``
-  holds the coupling exactly, for ``d·p`` multiply-adds per evaluation. The products of x with x
-  are left to the MLP: they cancel in the posterior, and a full ``uᵀ Q u`` (p² parameters)
-  overfitted 100-D raw observations (slcp_distractors at 10^3 simulations).
+  for positive inputs) flattens them where the training data thin out, so its posterior means
+  shrink towards the prior mean as |x| grows; ``θ̃ᵀ A u`` holds the coupling exactly, for ``d·p``
+  multiply-adds per evaluation. The products of x with x are left to the MLP: they cancel in the
+  posterior, and a full ``uᵀ Q u`` (p² parameters) overfits high-dimensional raw observations
+  (see benchmarks/README.md "Choosing the defaults").
 
 Inputs are z-scored inside the estimator with statistics of the training bank, so users pass raw
 θ and x: ``z(θ) = (θ - θ_loc) / θ_scale``, ``z(x) = (x - x_loc) / x_scale`` (elementwise).
 The head then sees ``z(θ) / √(1 + (z(θ)/b)²)`` with ``b = theta_bound`` (10 by default): nearly the
 identity where the training data lie (|z| ≤ 4 moves by less than 8 %), but bounded by ``b``, so the
 logit (its quadratic terms included) stays bounded as |θ| → ∞ and ``p(θ) r̂(x|θ)`` is a proper
-density whenever the prior is.
-Without it a network that is linear in θ far from the data can outgrow a heavy-tailed prior: on
-lotka_volterra (log-normal prior) MCMC chains ran off to θ ≈ 10³⁸.
+density whenever the prior is. Without the bound a network that is linear in θ far from the data
+can outgrow a heavy-tailed prior (a log-normal one, say) and MCMC chains run off to infinity.
+
+The statistics (:class:`Standardization`, from :func:`standardization_from`) also keep the range
+``[x_min, x_max]`` of the training x, which :mod:`aalr_jax.ood` uses to flag observations outside it.
 
 The module is split once (``nnx.split``) into a static graph, cached per :class:`NetworkConfig`,
 and a parameter pytree. :class:`RatioEstimator` carries ``(config, params, standardization)`` as a
@@ -73,8 +75,8 @@ def elu(x: jax.Array, alpha: float = 1.0) -> jax.Array:
     """ELU as ``α (exp(x) − 1)`` for ``x ≤ 0``: within 1e-7 of ``jax.nn.elu``.
 
     ``jax.nn.elu`` calls ``expm1``, which is only more accurate relative to tiny outputs (|x| below
-    float32's resolution of 1) and costs XLA on CPU several more operations per element: with it the
-    sampler's 3×128 head ran at 54 % of the matmul bound for 10,000 chains, with ``exp`` at 63 %.
+    float32's resolution of 1) and costs XLA on CPU several more operations per element, a sizeable
+    share of the sampler's time (see benchmarks/README.md "Speed targets").
     """
     return jnp.where(x > 0, x, alpha * (jnp.exp(jnp.where(x > 0, 0.0, x)) - 1.0))
 
@@ -247,10 +249,9 @@ def conv_same(x, w):
     The values are those of ``lax.conv_general_dilated``. The custom VJP writes the input gradient
     as a forward convolution with the flipped, transposed kernel and the kernel gradient as one dot
     per kernel offset, ``dw[δ] = Σ_{b,s} x_pad[b, s + δ] ⊗ dy[b, s]``. Why: inside ``lax.scan``
-    (where :func:`aalr_jax.train.fit` runs its steps) XLA:CPU runs the convolutions of JAX's default
-    transpose rules far slower than outside (measured with jax 0.10 on 2 cores, 128 × 12 × 12 × 16
-    inputs, 3 × 3 × 16 × 16 kernel: 135 ms per gradient in a scan against 9 ms with this rule,
-    which also matches the unrolled speed). Reverse mode only: forward-mode derivatives (``jvp``)
+    (where :func:`aalr_jax.train.build_trainer` runs its steps) XLA:CPU runs the convolutions of
+    JAX's default transpose rules an order of magnitude slower than outside, while this rule runs
+    at the unrolled speed (``benchmarks/embedding_throughput.py``). Reverse mode only: forward-mode derivatives (``jvp``)
     with respect to ``x`` or ``w`` are not defined; none is needed for θ, which enters the head only.
     """
     return jax.lax.conv_general_dilated(x, w, (1,) * (x.ndim - 2), "SAME", dimension_numbers=_conv_dims(x.ndim - 2))
