@@ -9,6 +9,7 @@ from importlib.metadata import PackageNotFoundError, version
 from aalr_jax import priors, tasks
 from aalr_jax.data import simulate, split_bank
 from aalr_jax.io import load_estimator, save_estimator
+from aalr_jax.losses import LossConfig
 from aalr_jax.nn import NetworkConfig, RatioEnsemble, RatioEstimator
 from aalr_jax.sampling import PosteriorSamples, sample_posterior
 from aalr_jax.types import ExactLikelihood, SimulationBank
@@ -23,6 +24,7 @@ __all__ = [
     "EnsembleFitResult",
     "ExactLikelihood",
     "FitResult",
+    "LossConfig",
     "NetworkConfig",
     "PosteriorSamples",
     "RatioEnsemble",

@@ -6,7 +6,9 @@ File format (format name ``"aalr_jax.estimator"``, version 1): a NumPy ``.npz`` 
 
 * ``params/<tree path>``: one array per network parameter, keyed by its path in the
   ``nnx.State``, e.g. ``params/head/layers/0/kernel`` or ``params/head/out/bias``;
-* ``standardization/<field>``: ``theta_loc``, ``theta_scale``, ``x_loc``, ``x_scale``;
+* ``standardization/<field>``: ``theta_loc``, ``theta_scale``, ``x_loc``, ``x_scale`` and, when the
+  estimator has them, ``x_min`` and ``x_max`` (the training range of x; files without them load
+  with ``None`` there);
 * ``__aalr_jax__``: a UTF-8 JSON document stored as a 1-D ``uint8`` array::
 
       {
@@ -26,22 +28,21 @@ under ``members/<m>/`` (``members/0/params/head/out/bias``, ``members/0/standard
 Arrays are stored as host NumPy arrays, so an estimator trained on a GPU loads on a CPU. Loading
 rebuilds the network from ``config`` and checks every array against it (names, shapes, dtypes,
 finiteness); any problem is a :class:`ValueError` naming the file and what is wrong. Files are
-written atomically (temporary file in the same directory, then :func:`os.replace`).
+written atomically (:func:`aalr_jax.files.atomic_write`).
 """
 
 from __future__ import annotations
 
 import json
 import os
-import secrets
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from flax import nnx
 
-from aalr_jax.nn import NetworkConfig, RatioEnsemble, RatioEstimator, RatioNetwork, Standardization
+from aalr_jax.files import atomic_write
+from aalr_jax.nn import NetworkConfig, RatioEnsemble, RatioEstimator, Standardization, parameter_template
 
 __all__ = ["FORMAT_NAME", "FORMAT_VERSION", "load_estimator", "load_metadata", "save_estimator"]
 
@@ -49,6 +50,8 @@ FORMAT_NAME = "aalr_jax.estimator"
 FORMAT_VERSION = 2  # 1: one estimator; 2: adds ensembles
 HEADER_KEY = "__aalr_jax__"
 _STD_KEYS = {f: f"standardization/{f}" for f in Standardization._fields}
+_RANGE_FIELDS = ("x_min", "x_max")  # optional: a file without them loads with None there
+_REQUIRED_STD_KEYS = {f: k for f, k in _STD_KEYS.items() if f not in _RANGE_FIELDS}
 
 
 # ---------------------------------------------------------------- helpers
@@ -74,14 +77,8 @@ def _param_key(path) -> str:
     return "params/" + key.removesuffix("/value")
 
 
-def _template(config: NetworkConfig) -> nnx.State:
-    """Parameter state of ``config`` with ``ShapeDtypeStruct`` leaves (nothing is computed)."""
-    _, state = nnx.split(nnx.eval_shape(lambda: RatioNetwork(config, rngs=nnx.Rngs(0))))
-    return state
-
-
 def _expected_shapes(config: NetworkConfig) -> dict[str, tuple[tuple, np.dtype]]:
-    leaves = jax.tree_util.tree_leaves_with_path(_template(config))
+    leaves = jax.tree_util.tree_leaves_with_path(parameter_template(config))
     return {_param_key(p): (tuple(l.shape), np.dtype(l.dtype)) for p, l in leaves}
 
 
@@ -90,31 +87,24 @@ def _config_from_json(cfg: Any) -> NetworkConfig:
     if not isinstance(cfg, dict):
         raise ValueError(f"config must be an object, got {type(cfg).__name__}")
     cfg = dict(cfg)
-    cfg.setdefault("theta_bound", None)  # files from before the bounded θ input fed z(θ) as is
+    cfg.setdefault("theta_bound", None)  # a file without the key holds a network trained on z(θ) unbounded
     for name in ("x_shape", "hidden_features"):
-        if name in cfg:
-            value = cfg[name]
-            if not isinstance(value, list) or not all(
-                isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in value
-            ):
-                raise ValueError(f"{name} must be a list of positive integers, got {value!r}")
-            cfg[name] = tuple(value)
+        if isinstance(cfg.get(name), list):
+            cfg[name] = tuple(cfg[name])
     try:
-        config = NetworkConfig(**cfg)
+        return NetworkConfig(**cfg).validate()
     except TypeError as e:
         raise ValueError(str(e)) from None
-    if not isinstance(config.theta_dim, int) or isinstance(config.theta_dim, bool):
-        raise ValueError(f"theta_dim must be an integer, got {config.theta_dim!r}")
-    if not isinstance(config.activation, str) or not isinstance(config.embedding, str):
-        raise ValueError("activation and embedding must be strings")
-    return config.validate()
 
 
 def _check_arrays(arrays: dict[str, np.ndarray], config: NetworkConfig, source: str) -> None:
     """Raise ``ValueError`` unless ``arrays`` are exactly the params and standardization of ``config``."""
     expected = _expected_shapes(config)
     present = {k for k in arrays if k != HEADER_KEY}
-    missing = sorted(set(expected) - present) + sorted(set(_STD_KEYS.values()) - present)
+    ranges = [_STD_KEYS[f] for f in _RANGE_FIELDS]
+    missing = sorted(set(expected) - present) + sorted(set(_REQUIRED_STD_KEYS.values()) - present)
+    if len(set(ranges) & present) == 1:
+        missing += sorted(set(ranges) - present)
     extra = sorted(present - set(expected) - set(_STD_KEYS.values()))
     if missing:
         raise ValueError(f"{source}: missing arrays {missing}")
@@ -127,9 +117,10 @@ def _check_arrays(arrays: dict[str, np.ndarray], config: NetworkConfig, source: 
                 f"{source}: parameter {key!r} has shape {a.shape} and dtype {a.dtype}, "
                 f"expected shape {shape} and dtype {dtype} for network config {config}"
             )
-    std_shapes = {"theta_loc": (config.theta_dim,), "x_loc": tuple(config.x_shape)}
-    std_shapes |= {"theta_scale": std_shapes["theta_loc"], "x_scale": std_shapes["x_loc"]}
+    std_shapes = {f: (config.theta_dim,) if f.startswith("theta") else tuple(config.x_shape) for f in _STD_KEYS}
     for field, key in _STD_KEYS.items():
+        if key not in arrays:
+            continue
         a = arrays[key]
         want = std_shapes[field]
         try:
@@ -159,7 +150,8 @@ def _estimator_arrays(estimator: RatioEstimator) -> dict[str, np.ndarray]:
         _param_key(p): np.asarray(host(leaf))
         for p, leaf in jax.tree_util.tree_leaves_with_path(estimator.params)
     }
-    return arrays | {_STD_KEYS[f]: np.asarray(host(v)) for f, v in estimator.standardization._asdict().items()}
+    return arrays | {_STD_KEYS[f]: np.asarray(host(v)) for f, v in estimator.standardization._asdict().items()
+                     if v is not None}
 
 
 def save_estimator(path: str | os.PathLike, estimator, *, metadata: dict | None = None) -> None:
@@ -208,20 +200,7 @@ def save_estimator(path: str | os.PathLike, estimator, *, metadata: dict | None 
     }
     arrays[HEADER_KEY] = np.frombuffer(json.dumps(header, allow_nan=False).encode("utf-8"), np.uint8)
 
-    path = os.fspath(path)
-    directory, name = os.path.split(os.path.abspath(path))
-    tmp = os.path.join(directory, f".{name}.{secrets.token_hex(6)}.tmp")
-    try:
-        # os.open with mode 0o666 honours the umask, unlike tempfile's 0o600.
-        with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), "wb") as f:
-            np.savez(f, **arrays)  # a file object: NumPy does not append ".npz"
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    atomic_write(path, lambda f: np.savez(f, **arrays))  # a file object: NumPy appends no ".npz"
 
 
 # ---------------------------------------------------------------- loading
@@ -313,7 +292,7 @@ def _build(arrays: dict[str, np.ndarray], config: NetworkConfig, source: str) ->
     """A checked :class:`RatioEstimator` from one estimator's arrays."""
     _check_arrays(arrays, config, source)
     params = jax.tree_util.tree_map_with_path(
-        lambda p, _: jnp.asarray(arrays[_param_key(p)]), _template(config)
+        lambda p, _: jnp.asarray(arrays[_param_key(p)]), parameter_template(config)
     )
-    standardization = Standardization(*(jnp.asarray(arrays[k]) for k in _STD_KEYS.values()))
+    standardization = Standardization(*(jnp.asarray(arrays[k]) if k in arrays else None for k in _STD_KEYS.values()))
     return RatioEstimator(config, params, standardization)

@@ -1,4 +1,5 @@
-r"""The AALR (NRE-A) classification loss on logits, and the balanced (BNRE) penalty.
+r"""The AALR (NRE-A) classification loss on logits, its ratio weights, the balanced (BNRE) penalty
+and the re-pairing that makes independent pairs: pure functions of logits and arrays.
 
 A classifier ``d(θ, x) = σ(f(θ, x))`` separates dependent pairs ``(θ, x) ~ p(θ, x)`` (label 1) from
 independent pairs ``(θ', x) ~ p(θ) p(x)`` (label 0). At the optimum ``f = log r(x|θ)``
@@ -28,17 +29,49 @@ cannot dominate a batch.
 
 Balanced NRE (Delaunoy et al., NeurIPS 2022) adds ``λ (E_joint[σ(f)] + E_marginal[σ(f)] - 1)²``;
 the optimum is unchanged and small-budget posteriors become conservative (λ = 100 in the paper).
+
+:class:`LossConfig` (α, λ, K) selects the training objective, :func:`objective` assembles it from
+the pieces, and :func:`plain_loss` is the unweighted one-negative loss every run is compared on.
 """
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import jax
 import jax.numpy as jnp
 
-__all__ = ["aalr_loss", "balance_penalty", "estimator_loss", "ratio_weights", "repair"]
+from aalr_jax.validation import check_number, positive_int
 
+__all__ = ["DEFAULT_RATIO_WEIGHTING", "LossConfig", "aalr_loss", "balanced_penalty", "negatives", "objective",
+           "pair_logits", "plain_loss", "ratio_weights", "repair"]
 
+#: α of :class:`LossConfig` (the default of :func:`aalr_jax.train.fit`): chosen on fresh
+#: observations, see benchmarks/README.md "Choosing the defaults".
+DEFAULT_RATIO_WEIGHTING = 0.5
 WEIGHT_LOGIT_CLIP = 12.0
+
+
+class LossConfig(NamedTuple):
+    """The training objective (static: it is closed over by the compiled epoch).
+
+    Attributes:
+        ratio_weighting: α in [0, 1] of :func:`ratio_weights`; 0 is the plain cross-entropy.
+        balance: λ ≥ 0 of the balanced penalty; 0 is plain AALR, 100 the BNRE paper's value.
+        num_negatives: K ≥ 1 independent partners per x (θ of K other simulations of the batch).
+    """
+
+    ratio_weighting: float = DEFAULT_RATIO_WEIGHTING
+    balance: float = 0.0
+    num_negatives: int = 1
+
+    def validate(self) -> "LossConfig":
+        """A copy with Python numbers, or an error naming the field, what it expects and what it got."""
+        return LossConfig(
+            ratio_weighting=check_number("ratio_weighting", self.ratio_weighting, low=0.0, high=1.0),
+            balance=check_number("balance", self.balance, low=0.0),
+            num_negatives=positive_int("num_negatives", self.num_negatives),
+        )
 
 
 def ratio_weights(logits: jax.Array, ratio_weighting: float) -> jax.Array:
@@ -48,9 +81,11 @@ def ratio_weights(logits: jax.Array, ratio_weighting: float) -> jax.Array:
 
 
 def aalr_loss(logits_joint: jax.Array, logits_marginal: jax.Array, ratio_weighting: float = 0.0) -> jax.Array:
-    """Binary cross-entropy on logits, each class averaged over its batch: ``()``.
+    """Binary cross-entropy on logits, each class averaged over its pairs: ``()``.
 
-    With ``ratio_weighting = α > 0`` every pair's term is multiplied by :func:`ratio_weights`.
+    ``mean softplus(-f_joint) + mean softplus(f_marginal)`` for ``logits_joint: (n,)`` and
+    ``logits_marginal: (m,)``; with ``ratio_weighting = α > 0`` (static) every pair's term is
+    multiplied by :func:`ratio_weights` of its logit.
     """
     joint, marginal = jax.nn.softplus(-logits_joint), jax.nn.softplus(logits_marginal)
     if ratio_weighting:
@@ -59,35 +94,47 @@ def aalr_loss(logits_joint: jax.Array, logits_marginal: jax.Array, ratio_weighti
     return jnp.mean(joint) + jnp.mean(marginal)
 
 
-def balance_penalty(logits_joint: jax.Array, logits_marginal: jax.Array) -> jax.Array:
-    """``(mean σ(f_joint) + mean σ(f_marginal) - 1)²``: ``()``."""
+def balanced_penalty(logits_joint: jax.Array, logits_marginal: jax.Array) -> jax.Array:
+    """``(mean σ(f_joint) + mean σ(f_marginal) - 1)²``: ``()``; zero for a balanced classifier."""
     gap = jnp.mean(jax.nn.sigmoid(logits_joint)) + jnp.mean(jax.nn.sigmoid(logits_marginal)) - 1.0
     return gap**2
 
 
 def repair(theta: jax.Array, shift: int = 1) -> jax.Array:
-    """Independent partners for a batch: θ rolled ``shift`` places along the batch axis, ``(n, d)``."""
+    """θ rolled ``shift`` places along the batch axis, ``(n, d)``: x_i meets θ_{i-shift} (cyclic)."""
     return jnp.roll(theta, shift, axis=0)
 
 
-def estimator_loss(estimator, theta: jax.Array, x: jax.Array, balance: float = 0.0, num_negatives: int = 1,
-                   ratio_weighting: float = 0.0) -> jax.Array:
-    """AALR loss (plus ``balance`` × BNRE penalty) of a ratio estimator on a batch.
+def negatives(theta: jax.Array, num_negatives: int = 1) -> jax.Array:
+    """Independent partners of a batch, ``(K·n, d)``: :func:`repair` by 1, ..., K stacked in that order
+    (K = ``num_negatives`` < n, static), so rows ``k·n .. (k+1)·n`` pair x_i with θ_{i-k-1}."""
+    return jnp.concatenate([repair(theta, k) for k in range(1, num_negatives + 1)])
 
-    The observations are embedded once and shared by the dependent and independent pairs.
+
+def pair_logits(estimator, theta: jax.Array, x: jax.Array, num_negatives: int = 1) -> tuple[jax.Array, jax.Array]:
+    """Logits of a batch's dependent pairs ``(n,)`` and of its :func:`negatives` ``(K·n,)``.
+
+    The observations are embedded once and shared by both kinds of pairs.
 
     Args:
-        estimator: a :class:`aalr_jax.nn.RatioEstimator`.
+        estimator: anything with ``embed`` and ``head`` (:class:`aalr_jax.types.RatioModel`).
         theta: ``(n, d)``.
         x: ``(n, *x_shape)``.
-        balance: λ of the balanced term; 0 gives plain AALR.
-        num_negatives: K independent partners per x (θ rolled by 1..K; K < n, static).
-        ratio_weighting: α of the ratio weights (0: plain cross-entropy; static).
+        num_negatives: K (static).
     """
     features = estimator.embed(x)
     logits_joint = estimator.head(theta, features)
-    # (K·n, d) partners and their x's features; K = 1 is the plain rolled batch
-    partners = jnp.concatenate([repair(theta, k) for k in range(1, num_negatives + 1)])
-    logits_marginal = estimator.head(partners, jnp.concatenate([features] * num_negatives, axis=-2))
-    loss = aalr_loss(logits_joint, logits_marginal, ratio_weighting)
-    return loss + balance * balance_penalty(logits_joint, logits_marginal)
+    logits_marginal = estimator.head(negatives(theta, num_negatives),
+                                     jnp.concatenate([features] * num_negatives, axis=-2))
+    return logits_joint, logits_marginal
+
+
+def objective(logits_joint: jax.Array, logits_marginal: jax.Array, config: LossConfig) -> jax.Array:
+    """The training objective ``aalr_loss(α) + λ · balanced_penalty`` of :func:`pair_logits`: ``()``."""
+    loss = aalr_loss(logits_joint, logits_marginal, config.ratio_weighting)
+    return loss + config.balance * balanced_penalty(logits_joint, logits_marginal)
+
+
+def plain_loss(estimator, theta: jax.Array, x: jax.Array) -> jax.Array:
+    """The unweighted AALR loss with one negative (θ rolled by one) of a batch: ``()``."""
+    return aalr_loss(*pair_logits(estimator, theta, x))

@@ -15,20 +15,22 @@ The network is split in two so that a fixed observation is embedded once, not at
   log-ratio is exactly quadratic in ``(θ, x)``, and wherever the likelihood concentrates
   (Bernstein–von Mises) it is nearly quadratic in θ with a centre that moves with x. An MLP has to
   build the products ``θ_i x_j`` of that coupling from its ridge functions, and a SELU MLP (linear
-  for positive inputs) flattens them where the training data thin out: on 10-D gaussian_linear at
-  10^5 simulations its posterior means shrink towards the prior mean as |x| grows; ``θ̃ᵀ A u``
-  holds the coupling exactly, for ``d·p`` multiply-adds per evaluation. The products of x with x
-  are left to the MLP: they cancel in the posterior, and a full ``uᵀ Q u`` (p² parameters)
-  overfitted 100-D raw observations (slcp_distractors at 10^3 simulations).
+  for positive inputs) flattens them where the training data thin out, so its posterior means
+  shrink towards the prior mean as |x| grows; ``θ̃ᵀ A u`` holds the coupling exactly, for ``d·p``
+  multiply-adds per evaluation. The products of x with x are left to the MLP: they cancel in the
+  posterior, and a full ``uᵀ Q u`` (p² parameters) overfits high-dimensional raw observations
+  (see benchmarks/README.md "Choosing the defaults").
 
 Inputs are z-scored inside the estimator with statistics of the training bank, so users pass raw
 θ and x: ``z(θ) = (θ - θ_loc) / θ_scale``, ``z(x) = (x - x_loc) / x_scale`` (elementwise).
 The head then sees ``z(θ) / √(1 + (z(θ)/b)²)`` with ``b = theta_bound`` (10 by default): nearly the
 identity where the training data lie (|z| ≤ 4 moves by less than 8 %), but bounded by ``b``, so the
 logit (its quadratic terms included) stays bounded as |θ| → ∞ and ``p(θ) r̂(x|θ)`` is a proper
-density whenever the prior is.
-Without it a network that is linear in θ far from the data can outgrow a heavy-tailed prior: on
-lotka_volterra (log-normal prior) MCMC chains ran off to θ ≈ 10³⁸.
+density whenever the prior is. Without the bound a network that is linear in θ far from the data
+can outgrow a heavy-tailed prior (a log-normal one, say) and MCMC chains run off to infinity.
+
+The statistics (:class:`Standardization`, from :func:`standardization_from`) also keep the range
+``[x_min, x_max]`` of the training x, which :mod:`aalr_jax.ood` uses to flag observations outside it.
 
 The module is split once (``nnx.split``) into a static graph, cached per :class:`NetworkConfig`,
 and a parameter pytree. :class:`RatioEstimator` carries ``(config, params, standardization)`` as a
@@ -47,6 +49,7 @@ import dataclasses
 import functools
 import itertools
 import math
+import numbers
 from typing import NamedTuple
 
 import jax
@@ -61,6 +64,7 @@ __all__ = [
     "RatioEstimator",
     "Standardization",
     "init_estimator",
+    "parameter_template",
     "standardization_from",
 ]
 
@@ -71,8 +75,8 @@ def elu(x: jax.Array, alpha: float = 1.0) -> jax.Array:
     """ELU as ``α (exp(x) − 1)`` for ``x ≤ 0``: within 1e-7 of ``jax.nn.elu``.
 
     ``jax.nn.elu`` calls ``expm1``, which is only more accurate relative to tiny outputs (|x| below
-    float32's resolution of 1) and costs XLA on CPU several more operations per element: with it the
-    sampler's 3×128 head ran at 54 % of the matmul bound for 10,000 chains, with ``exp`` at 63 %.
+    float32's resolution of 1) and costs XLA on CPU several more operations per element, a sizeable
+    share of the sampler's time (see benchmarks/README.md "Speed targets").
     """
     return jnp.where(x > 0, x, alpha * (jnp.exp(jnp.where(x > 0, 0.0, x)) - 1.0))
 
@@ -95,6 +99,9 @@ ACTIVATIONS = {
 class NetworkConfig(NamedTuple):
     """Static, JSON-serialisable description of the network (hashable: it keys the graph cache).
 
+    ``theta_dim`` and ``x_shape`` may be left ``None`` in a config handed to
+    :func:`aalr_jax.train.fit`, which takes them from the bank; every other use needs them.
+
     Attributes:
         theta_dim: d, the parameter dimension.
         x_shape: shape of one observation.
@@ -103,13 +110,13 @@ class NetworkConfig(NamedTuple):
         embedding: a key of :data:`EMBEDDINGS`.
         embedding_features: output width of a learned embedding (ignored by ``"flatten"``).
         theta_bound: ``b`` of the head's bounded θ input (see the module docstring); ``None``
-            feeds ``z(θ)`` unbounded (estimators saved before the bound existed load that way).
+            feeds ``z(θ)`` unbounded (estimator files without the key load that way).
         quadratic: add the learned quadratic terms in θ, ``θ̃ᵀ A u``, to the logit (see the module
-            docstring); estimators saved before they existed load without them.
+            docstring); estimator files without the key load without them.
     """
 
-    theta_dim: int
-    x_shape: tuple
+    theta_dim: int | None = None
+    x_shape: tuple | None = None
     hidden_features: tuple = (128, 128, 128)
     activation: str = "selu"
     embedding: str = "flatten"
@@ -118,49 +125,87 @@ class NetworkConfig(NamedTuple):
     quadratic: bool = False
 
     def validate(self) -> "NetworkConfig":
-        if self.theta_dim < 1:
-            raise ValueError(f"theta_dim must be >= 1, got {self.theta_dim}")
-        if len(self.hidden_features) == 0 or min(self.hidden_features) < 1:
-            raise ValueError(f"hidden_features must be positive widths, got {self.hidden_features}")
+        """``self`` if every field is usable, else a ``ValueError`` naming the field."""
+        if not _is_int(self.theta_dim) or self.theta_dim < 1:
+            raise ValueError(f"theta_dim must be a positive integer, got {self.theta_dim!r}")
+        if not isinstance(self.x_shape, tuple) or not all(_is_int(s) and s >= 1 for s in self.x_shape):
+            raise ValueError(f"x_shape must be a tuple of positive integers, got {self.x_shape!r}")
+        widths = self.hidden_features
+        if not isinstance(widths, tuple) or not widths or not all(_is_int(h) and h >= 1 for h in widths):
+            raise ValueError(f"hidden_features must be a non-empty tuple of positive widths, got {widths!r}")
         if self.activation not in ACTIVATIONS:
             raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {self.activation!r}")
         if self.embedding not in EMBEDDINGS:
             raise ValueError(f"embedding must be one of {sorted(EMBEDDINGS)}, got {self.embedding!r}")
-        width = self.embedding_features
-        if not isinstance(width, int) or isinstance(width, bool) or width < 1:
-            raise ValueError(f"embedding_features must be a positive integer, got {width!r}")
+        if not _is_int(self.embedding_features) or self.embedding_features < 1:
+            raise ValueError(f"embedding_features must be a positive integer, got {self.embedding_features!r}")
         bound = self.theta_bound
         if bound is not None and (isinstance(bound, bool) or not isinstance(bound, (int, float))
                                   or not math.isfinite(bound) or bound <= 0):
-            raise ValueError(f"theta_bound must be a positive number or None, got {bound!r}")
+            raise ValueError(f"theta_bound must be a positive finite number or None, got {bound!r}")
         if not isinstance(self.quadratic, bool):
             raise ValueError(f"quadratic must be True or False, got {self.quadratic!r}")
         return self
 
 
+def _is_int(value) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
 class Standardization(NamedTuple):
-    """z-scoring statistics: ``theta_loc, theta_scale: (d,)``, ``x_loc, x_scale: x_shape``."""
+    """Statistics of the training bank kept with the estimator.
+
+    ``theta_loc, theta_scale: (d,)`` and ``x_loc, x_scale: x_shape`` z-score the inputs;
+    ``x_min, x_max: x_shape`` are the per-component range of the training x in raw units, read by
+    :mod:`aalr_jax.ood` (``None`` for estimators saved without them).
+    """
 
     theta_loc: jax.Array
     theta_scale: jax.Array
     x_loc: jax.Array
     x_scale: jax.Array
+    x_min: jax.Array | None = None
+    x_max: jax.Array | None = None
+
+
+def _moments(a: jax.Array, name: str, min_scale: float) -> tuple[jax.Array, jax.Array]:
+    """Mean and standard deviation of ``a (n, *shape)`` over axis 0, overflow-safe in float32.
+
+    Each component is divided by the power of two ``2^e`` nearest above its largest magnitude
+    before the sums (exact: it moves only the exponent), so the squares cannot overflow and the
+    result equals the unscaled computation wherever that one is finite. A component whose
+    standard deviation is at most ``min_scale`` times its largest magnitude (constant to float32
+    precision) gets scale 1.
+    """
+    peak = jnp.max(jnp.abs(a), axis=0)
+    _, exponent = jnp.frexp(peak)
+    unit = jnp.ldexp(jnp.ones_like(peak), exponent)
+    loc, scale = (a / unit).mean(0), (a / unit).std(0)
+    loc, scale = loc * unit, scale * unit
+    if not bool(jnp.all(jnp.isfinite(scale))):
+        where = tuple(int(i) for i in jnp.argwhere(~jnp.isfinite(scale))[0])
+        raise ValueError(f"{name} component {where} spreads beyond float32's range (its standard deviation "
+                         "overflows); rescale it, e.g. divide it by a constant or take its logarithm")
+    return loc, jnp.where(scale > min_scale * peak, scale, 1.0)
 
 
 def standardization_from(theta: jax.Array, x: jax.Array, *, min_scale: float = 1e-6) -> Standardization:
-    """Mean and standard deviation over the leading axis; constant components get scale 1.
+    """z-scoring statistics and the range of x of a bank (float32, overflow-safe).
 
     Args:
         theta: ``(n, d)``.
         x: ``(n, *x_shape)``.
+        min_scale: components whose standard deviation is at most ``min_scale`` times their
+            largest magnitude count as constant and get scale 1.
+
+    Returns:
+        Mean and standard deviation over the leading axis of ``theta`` and ``x``, and the
+        componentwise ``x_min`` and ``x_max``. Raises ``ValueError`` naming the component when a
+        standard deviation exceeds float32's range.
     """
-
-    def stats(a):
-        a = jnp.asarray(a, jnp.float32)
-        loc, scale = a.mean(0), a.std(0)
-        return loc, jnp.where(scale > min_scale, scale, 1.0)
-
-    return Standardization(*stats(theta), *stats(x))
+    theta, x = jnp.asarray(theta, jnp.float32), jnp.asarray(x, jnp.float32)
+    return Standardization(*_moments(theta, "theta", min_scale), *_moments(x, "x", min_scale),
+                           x.min(0), x.max(0))
 
 
 class Flatten(nnx.Module):
@@ -204,10 +249,9 @@ def conv_same(x, w):
     The values are those of ``lax.conv_general_dilated``. The custom VJP writes the input gradient
     as a forward convolution with the flipped, transposed kernel and the kernel gradient as one dot
     per kernel offset, ``dw[δ] = Σ_{b,s} x_pad[b, s + δ] ⊗ dy[b, s]``. Why: inside ``lax.scan``
-    (where :func:`aalr_jax.train.fit` runs its steps) XLA:CPU runs the convolutions of JAX's default
-    transpose rules far slower than outside (measured with jax 0.10 on 2 cores, 128 × 12 × 12 × 16
-    inputs, 3 × 3 × 16 × 16 kernel: 135 ms per gradient in a scan against 9 ms with this rule,
-    which also matches the unrolled speed). Reverse mode only: forward-mode derivatives (``jvp``)
+    (where :func:`aalr_jax.train.build_trainer` runs its steps) XLA:CPU runs the convolutions of
+    JAX's default transpose rules an order of magnitude slower than outside, while this rule runs
+    at the unrolled speed (``benchmarks/embedding_throughput.py``). Reverse mode only: forward-mode derivatives (``jvp``)
     with respect to ``x`` or ``w`` are not defined; none is needed for θ, which enters the head only.
     """
     return jax.lax.conv_general_dilated(x, w, (1,) * (x.ndim - 2), "SAME", dimension_numbers=_conv_dims(x.ndim - 2))
@@ -438,10 +482,19 @@ class RatioNetwork(nnx.Module):
 
 
 @functools.lru_cache(maxsize=64)
-def _graphdef(config: NetworkConfig):
-    graphdef, _ = nnx.split(nnx.eval_shape(lambda: RatioNetwork(config, rngs=nnx.Rngs(0))))
-    return graphdef
+def _abstract(config: NetworkConfig) -> tuple:
+    """``(graphdef, parameter state with ShapeDtypeStruct leaves)`` of ``config``; nothing is computed."""
+    return nnx.split(nnx.eval_shape(lambda: RatioNetwork(config, rngs=nnx.Rngs(0))))
 
+
+def _graphdef(config: NetworkConfig):
+    return _abstract(config)[0]
+
+
+def parameter_template(config: NetworkConfig) -> nnx.State:
+    """The parameter pytree of ``config`` with ``jax.ShapeDtypeStruct`` leaves: the names, shapes
+    and dtypes that :func:`init_estimator` produces, for readers of saved estimators."""
+    return _abstract(config.validate())[1]
 
 
 @functools.partial(

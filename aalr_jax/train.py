@@ -1,17 +1,21 @@
-"""Training a ratio estimator with optax: one jitted ``lax.scan`` per epoch, early stopping.
+r"""Training a ratio estimator with optax: one jitted ``lax.scan`` per epoch, early stopping.
 
-Each epoch shuffles the training bank, cuts it into ``n_train // batch_size`` minibatches (the
-``n_train mod batch_size`` left over change every epoch, so none is left out for good) and scans
-the optimizer over them inside one compiled call. After each epoch the validation loss is computed
-on the held-out bank with a fixed pairing; the parameters with the lowest validation loss are kept,
-and training stops after ``patience`` epochs without improvement (or at ``max_epochs``).
+The pieces, each a pure function or a builder of pure functions:
 
-With ``ema_decay`` β > 0 (by default 0.999, less for short schedules) the parameters validated
-and kept are not the iterates p_t but their exponential moving average (Polyak averaging),
-a_t = β·a_{t−1} + (1 − β)·p_t from a_0 = 0, debiased as a_t / (1 − β^t): a weighted mean of the
-last ~1/(1 − β) iterates. Early stopping often ends training while the learning rate is still
-near its peak (gaussian_linear at 10^5 simulations stops near epoch 65 of a 300-epoch cosine),
-where single iterates carry the minibatch noise; the average does not.
+* :func:`param_average`: an optax-like ``init``/``update`` pair for the exponential moving average
+  of the parameters (Polyak averaging), ``a_t = β a_{t-1} + (1 - β) p_t`` from ``a_0 = 0``, read
+  out debiased as ``a_t / (1 - β^t)``: a weighted mean of the last ~1/(1 - β) iterates, which
+  averages out the minibatch noise that early stopping would otherwise keep (it often stops while
+  the learning rate is still high). β = 0 reads out the iterates themselves.
+* :func:`build_trainer`: ``init(estimator) -> TrainState`` and the compiled
+  ``epoch(rng_key, state, bank) -> (state, TrainInfo)``. An epoch shuffles the bank, cuts it into
+  ``n // batch_size`` minibatches (the ``n mod batch_size`` left over change every epoch) and scans
+  the optimizer over them; the bank's arrays are traced arguments, so one compilation serves
+  every epoch. Each step minimises :func:`aalr_jax.losses.objective` and also reports the plain
+  loss (unweighted, one negative) of the same batch, so train and validation losses are comparable.
+* :func:`evaluate`: the plain loss on a bank in fixed batches.
+* :func:`fit`: checks every argument, splits off a validation bank, trains until the validation
+  loss has not improved for ``patience`` epochs and returns the best estimator with its history.
 
 :func:`fit_ensemble` trains M such estimators on one training/validation split, each from its own
 initialisation and minibatch order, and averages their logits (:class:`aalr_jax.nn.RatioEnsemble`).
@@ -21,7 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from typing import NamedTuple
+from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -30,29 +34,295 @@ import optax
 from tqdm.auto import tqdm
 
 from aalr_jax.data import split_bank
-from aalr_jax.types import SimulationBank
-from aalr_jax.losses import estimator_loss
+from aalr_jax.losses import DEFAULT_RATIO_WEIGHTING, LossConfig, aalr_loss, objective, pair_logits, plain_loss
 from aalr_jax.nn import NetworkConfig, RatioEnsemble, RatioEstimator, init_estimator, standardization_from
+from aalr_jax.types import SimulationBank
+from aalr_jax.validation import check_key, check_number, check_real_array, positive_int
 
-__all__ = ["DEFAULT_RATIO_WEIGHTING", "EnsembleFitResult", "FitResult", "TrainHistory", "TrainState", "averaged",
-           "build_epoch", "default_ema_decay", "evaluate", "fit", "fit_ensemble", "start_average"]
+__all__ = ["DEFAULT_RATIO_WEIGHTING", "AverageState", "EnsembleFitResult", "FitResult", "LossConfig", "ParamAverage",
+           "TrainHistory", "TrainInfo", "TrainState", "Trainer", "build_trainer", "default_batch_size",
+           "default_ema_decay", "default_learning_rate", "evaluate", "fit", "fit_ensemble", "param_average"]
 
-DEFAULT_RATIO_WEIGHTING = 0.5  # fit's α (since session 13; the evidence is in fit's docstring)
+
+# ---------------------------------------------------------------- parameter averaging
+
+
+class AverageState(NamedTuple):
+    """``count: ()`` steps averaged so far; ``mean``: the running average ``a_t`` (not debiased),
+    with the parameters' structure."""
+
+    count: jax.Array
+    mean: Any
+
+
+class ParamAverage(NamedTuple):
+    """``init(params) -> AverageState``, ``update(state, params) -> AverageState`` and
+    ``read(state) -> params`` (the debiased average)."""
+
+    init: Callable
+    update: Callable
+    read: Callable
+
+
+def param_average(decay: float) -> ParamAverage:
+    """Exponential moving average of parameters with decay β = ``decay`` in [0, 1) (static).
+
+    ``update``: ``a ← β a + (1 - β) params``, ``count ← count + 1``; ``read``: ``a / (1 - β^count)``,
+    the weights ``(1 - β) β^(t-s) / (1 - β^t)`` on the iterates ``p_1..p_t`` summing to one.
+    """
+
+    def init(params) -> AverageState:
+        return AverageState(jnp.zeros((), jnp.int32), jax.tree.map(jnp.zeros_like, params))
+
+    def update(state: AverageState, params) -> AverageState:
+        mean = jax.tree.map(lambda a, p: decay * a + (1.0 - decay) * p, state.mean, params)
+        return AverageState(state.count + 1, mean)
+
+    def read(state: AverageState):
+        return jax.tree.map(lambda a: a / (1.0 - decay**state.count), state.mean)
+
+    return ParamAverage(init, update, read)
+
+
+# ---------------------------------------------------------------- one epoch
 
 
 class TrainState(NamedTuple):
-    """``estimator`` being trained, the optimizer's state and, with ``ema_decay``, the parameters'
-    running average (zero-initialised, not yet debiased) and the number of steps taken."""
+    """The estimator being trained (its iterates), the optimizer's state and the parameters' average."""
 
     estimator: RatioEstimator
     opt_state: optax.OptState
-    average: object = None
-    num_steps: jax.Array | None = None
+    average: AverageState
+
+
+class TrainInfo(NamedTuple):
+    """Means over an epoch's minibatches: ``loss``, the plain loss (unweighted, one negative), and
+    ``objective``, the minimised :func:`aalr_jax.losses.objective`; both ``()``."""
+
+    loss: jax.Array
+    objective: jax.Array
+
+
+class Trainer(NamedTuple):
+    """``init(estimator) -> TrainState``; ``epoch(rng_key, state, bank) -> (TrainState, TrainInfo)``
+    (compiled once); ``estimator(state) -> RatioEstimator`` with the averaged parameters."""
+
+    init: Callable
+    epoch: Callable
+    estimator: Callable
+
+
+def build_trainer(optimizer: optax.GradientTransformation, batch_size: int, *, loss: LossConfig = LossConfig(),
+                  ema_decay: float = 0.0) -> Trainer:
+    """The training functions for one optimizer, batch size, objective and averaging β (all static).
+
+    ``epoch`` takes ``bank = SimulationBank(theta (n, d), x (n, *x_shape))`` with ``n ≥ batch_size``
+    as a traced argument and runs ``n // batch_size`` optimizer steps in one ``lax.scan``.
+    """
+    averaging = param_average(ema_decay)
+
+    def loss_fn(params, estimator, theta, x):
+        logits_joint, logits_marginal = pair_logits(dataclasses.replace(estimator, params=params), theta, x,
+                                                    loss.num_negatives)
+        plain = aalr_loss(logits_joint, logits_marginal[: theta.shape[0]])  # the roll by one, unweighted
+        return objective(logits_joint, logits_marginal, loss), plain
+
+    def step(state: TrainState, batch):
+        theta, x = batch
+        params = state.estimator.params
+        (value, plain), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, state.estimator, theta, x)
+        updates, opt_state = optimizer.update(grads, state.opt_state, params)
+        params = optax.apply_updates(params, updates)
+        state = TrainState(dataclasses.replace(state.estimator, params=params), opt_state,
+                           averaging.update(state.average, params))
+        return state, TrainInfo(plain, value)
+
+    def epoch(rng_key, state: TrainState, bank: SimulationBank):
+        n = bank.theta.shape[0]
+        num_batches = n // batch_size
+        idx = jax.random.permutation(rng_key, n)[: num_batches * batch_size].reshape(num_batches, batch_size)
+        state, infos = jax.lax.scan(step, state, (bank.theta[idx], bank.x[idx]))
+        return state, jax.tree.map(jnp.mean, infos)
+
+    def init(estimator: RatioEstimator) -> TrainState:
+        return TrainState(estimator, optimizer.init(estimator.params), averaging.init(estimator.params))
+
+    def averaged(state: TrainState) -> RatioEstimator:
+        return dataclasses.replace(state.estimator, params=averaging.read(state.average))
+
+    return Trainer(init, jax.jit(epoch), jax.jit(averaged))
+
+
+@jax.jit
+def _batch_losses(estimator, theta, x):
+    return jax.lax.map(lambda batch: plain_loss(estimator, *batch), (theta, x))
+
+
+def evaluate(estimator, bank: SimulationBank, batch_size: int = 1024) -> float:
+    """Mean plain AALR loss (:func:`aalr_jax.losses.plain_loss`) on a bank, in fixed batches of
+    ``batch_size`` with θ rolled by one within each; a last partial batch of two or more counts too,
+    every simulation weighted equally."""
+    n = bank.num_simulations
+    full = (n // batch_size) * batch_size
+    total, count = 0.0, 0
+    if full:
+        shape = (n // batch_size, batch_size)
+        losses = _batch_losses(estimator, bank.theta[:full].reshape(shape + bank.theta.shape[1:]),
+                               bank.x[:full].reshape(shape + bank.x.shape[1:]))
+        total, count = float(losses.sum()) * batch_size, full
+    if n - full >= 2:
+        loss = _batch_losses(estimator, bank.theta[None, full:], bank.x[None, full:])
+        total, count = total + float(loss[0]) * (n - full), n
+    return total / count
+
+
+# ---------------------------------------------------------------- defaults
+
+
+def default_batch_size(num_train: int) -> int:
+    """:func:`fit`'s default batch for ``num_train`` training simulations, ``clip(num_train // 16, 64, 512)``:
+    small banks still get 16 steps per epoch (see benchmarks/README.md "Choosing the defaults")."""
+    return int(np.clip(num_train // 16, 64, 512))
+
+
+def default_learning_rate(batch_size: int) -> float:
+    """:func:`fit`'s default peak learning rate: 2e-3 for batches of 512 or more, else 1e-3 (see
+    benchmarks/README.md "Choosing the defaults")."""
+    return 2e-3 if batch_size >= 512 else 1e-3
+
+
+def default_ema_decay(num_steps: int) -> float:
+    """:func:`fit`'s default β for a schedule of ``num_steps`` optimizer steps: ``1 − 1/w`` with the
+    averaging window ``w = min(1000, num_steps // 10)`` steps (0, the iterates, below 20 steps), so the
+    average never reaches back into the first 90 % of a short schedule (see benchmarks/README.md
+    "Choosing the defaults")."""
+    window = min(1000, int(num_steps) // 10)
+    return 1.0 - 1.0 / window if window > 1 else 0.0
+
+
+# ---------------------------------------------------------------- checks at the entry points
+
+
+def _checked_array(name: str, value) -> jax.Array:
+    """``value`` as a float32 JAX array of real numbers, at least 2-D and not empty."""
+    if isinstance(value, jax.Array):  # checked where it lives: no copy to the host
+        if jnp.iscomplexobj(value) or not (jnp.issubdtype(value.dtype, jnp.number) or value.dtype == bool):
+            raise TypeError(f"{name} must be an array of real numbers, got dtype {value.dtype}")
+        if value.ndim < 2:
+            raise ValueError(f"{name} must have at least 2 dimension(s), got shape {value.shape}")
+        if value.size == 0:
+            raise ValueError(f"{name} must not be empty, got shape {value.shape}")
+    else:
+        value = check_real_array(name, value, min_ndim=2)
+    return jnp.asarray(value, jnp.float32)
+
+
+def _checked_bank(bank, name: str = "bank") -> SimulationBank:
+    """``bank`` as float32 arrays, or an error naming ``name`` and what is wrong with it."""
+    if not isinstance(bank, (tuple, list)) or len(bank) != 2:
+        hint = f"; for a dict, pass SimulationBank(**{name})" if isinstance(bank, dict) else ""
+        raise TypeError(f"{name} must be a SimulationBank(theta, x), got {type(bank).__name__}{hint}")
+    theta, x = _checked_array(f"{name}.theta", bank[0]), _checked_array(f"{name}.x", bank[1])
+    if theta.ndim != 2 or theta.shape[0] != x.shape[0]:
+        raise ValueError(f"{name} must hold theta (n, d) and x (n, ...) with the same n, "
+                         f"got theta {theta.shape} and x {x.shape}")
+    if not (bool(jnp.isfinite(theta).all()) and bool(jnp.isfinite(x).all())):
+        raise ValueError(f"{name} contains non-finite values (NaN, inf, or beyond float32's range); "
+                         "simulate(..., on_invalid='drop') removes invalid simulations")
+    return SimulationBank(theta, x)
+
+
+_NETWORK_OPTIONS = ("hidden_features", "activation", "embedding", "embedding_features", "theta_bound", "quadratic")
+
+
+def _configs(network: NetworkConfig, loss: LossConfig, options: dict, bank: SimulationBank):
+    """``network`` and ``loss`` with the flat ``options`` applied and the bank's dimensions, checked."""
+    unknown = sorted(set(options) - set(_NETWORK_OPTIONS) - set(LossConfig._fields))
+    if unknown:
+        raise TypeError(f"fit() got an unexpected keyword argument {unknown[0]!r}")
+    if not isinstance(network, NetworkConfig) or not isinstance(loss, LossConfig):
+        raise TypeError(f"network must be a NetworkConfig and loss a LossConfig, "
+                        f"got {type(network).__name__} and {type(loss).__name__}")
+    network = network._replace(**{k: v for k, v in options.items() if k in _NETWORK_OPTIONS})
+    if isinstance(network.hidden_features, list):
+        network = network._replace(hidden_features=tuple(network.hidden_features))
+    theta_dim, x_shape = bank.theta.shape[1], tuple(bank.x.shape[1:])
+    for field, value in (("theta_dim", theta_dim), ("x_shape", x_shape)):
+        given = getattr(network, field)
+        if given is not None and (tuple(given) if field == "x_shape" else given) != value:
+            raise ValueError(f"network.{field} is {given!r} but the bank has {value!r}; leave it None")
+    network = network._replace(theta_dim=int(theta_dim), x_shape=tuple(int(s) for s in x_shape)).validate()
+    return network, loss._replace(**{k: v for k, v in options.items() if k in LossConfig._fields}).validate()
+
+
+class _Schedule(NamedTuple):
+    optimizer: optax.GradientTransformation | None
+    learning_rate: float | None
+    batch_size: int | None
+    max_epochs: int
+    patience: int
+    ema_decay: float | None
+
+
+def _checked_schedule(optimizer, learning_rate, batch_size, max_epochs, patience, validation_fraction,
+                      ema_decay) -> _Schedule:
+    """The training schedule's arguments, checked (``validation_fraction`` only for its range)."""
+    if optimizer is not None and learning_rate is not None:
+        raise ValueError("give either optimizer or learning_rate, not both: learning_rate sets the peak rate "
+                         "of fit's default optimizer and a given optimizer carries its own")
+    if optimizer is not None and not isinstance(optimizer, optax.GradientTransformation):
+        raise TypeError(f"optimizer must be an optax.GradientTransformation, got {type(optimizer).__name__}")
+    check_number("validation_fraction", validation_fraction, low=0.0, high=1.0, low_open=True, high_open=True)
+    return _Schedule(
+        optimizer=optimizer,
+        learning_rate=None if learning_rate is None else check_number("learning_rate", learning_rate, low=0.0,
+                                                                      low_open=True),
+        batch_size=None if batch_size is None else positive_int("batch_size", batch_size),
+        max_epochs=positive_int("max_epochs", max_epochs),
+        patience=positive_int("patience", patience),
+        ema_decay=None if ema_decay is None else check_number("ema_decay", ema_decay, low=0.0, high=1.0,
+                                                              high_open=True),
+    )
+
+
+def _resolved(schedule: _Schedule, loss: LossConfig, num_train: int, num_val: int) -> _Schedule:
+    """``schedule`` with its defaults filled in for ``num_train`` training simulations, checked against them."""
+    batch_size = default_batch_size(num_train) if schedule.batch_size is None else schedule.batch_size
+    if num_train < batch_size:
+        raise ValueError(f"batch_size={batch_size} is larger than the {num_train} training simulations; "
+                         "simulate more or lower batch_size")
+    if loss.num_negatives >= batch_size:
+        raise ValueError(f"num_negatives must be smaller than batch_size ({batch_size}), got {loss.num_negatives}")
+    if num_val < 2:
+        raise ValueError(f"the validation bank needs at least 2 simulations, got {num_val}")
+    steps = schedule.max_epochs * (num_train // batch_size)
+    ema_decay = default_ema_decay(steps) if schedule.ema_decay is None else schedule.ema_decay
+    if schedule.optimizer is not None:
+        return schedule._replace(batch_size=batch_size, ema_decay=ema_decay)
+    learning_rate = default_learning_rate(batch_size) if schedule.learning_rate is None else schedule.learning_rate
+    optimizer = optax.adamw(optax.cosine_decay_schedule(learning_rate, steps, alpha=0.01), weight_decay=0.0)
+    return _Schedule(optimizer, learning_rate, batch_size, schedule.max_epochs, schedule.patience, ema_decay)
+
+
+# ---------------------------------------------------------------- fit
 
 
 class TrainHistory(NamedTuple):
-    """Per-epoch losses (``(num_epochs,)`` arrays), the outcome of early stopping and the β of the
-    parameters' moving average used (0: the iterates)."""
+    """What training did.
+
+    Attributes:
+        train_loss: ``(num_epochs,)`` mean plain loss (unweighted, one negative) of each epoch's
+            minibatches, on the footing of ``validation_loss``.
+        validation_loss: ``(num_epochs,)`` plain loss on the validation bank (:func:`evaluate`).
+        best_epoch: the epoch whose parameters are returned.
+        stopped_early: whether ``patience`` ended training before ``max_epochs``.
+        seconds: wall time of the epochs.
+        ema_decay: β of the parameters' average used (0: the iterates).
+        train_objective: ``(num_epochs,)`` mean of the minimised objective (ratio weights, K
+            negatives, balanced penalty).
+        batch_size: the batch size used.
+        learning_rate: the peak learning rate of the default optimizer (None when one was given).
+    """
 
     train_loss: np.ndarray
     validation_loss: np.ndarray
@@ -60,6 +330,9 @@ class TrainHistory(NamedTuple):
     stopped_early: bool
     seconds: float
     ema_decay: float = 0.0
+    train_objective: np.ndarray | None = None
+    batch_size: int | None = None
+    learning_rate: float | None = None
 
 
 class FitResult(NamedTuple):
@@ -75,131 +348,39 @@ class EnsembleFitResult(NamedTuple):
     validation_loss: float
 
 
-def build_epoch(optimizer: optax.GradientTransformation, batch_size: int, balance: float = 0.0, num_negatives: int = 1,
-                ratio_weighting: float = 0.0, ema_decay: float = 0.0):
-    """A jitted ``epoch(state, theta, x, rng_key) -> (state, mean_train_loss)``.
-
-    ``theta: (n, d)`` and ``x: (n, *x_shape)`` are traced arguments (never closed over). With
-    ``ema_decay`` β > 0 every step also updates ``state.average ← β·average + (1 − β)·params``
-    (start it with :func:`start_average`; read it with :func:`averaged`).
-    """
-
-    def loss_fn(params, estimator, theta, x):
-        return estimator_loss(dataclasses.replace(estimator, params=params), theta, x, balance, num_negatives,
-                              ratio_weighting)
-
-    def step(state: TrainState, batch):
-        theta, x = batch
-        loss, grads = jax.value_and_grad(loss_fn)(state.estimator.params, state.estimator, theta, x)
-        updates, opt_state = optimizer.update(grads, state.opt_state, state.estimator.params)
-        params = optax.apply_updates(state.estimator.params, updates)
-        average, num_steps = state.average, state.num_steps
-        if ema_decay:
-            average = jax.tree.map(lambda a, p: ema_decay * a + (1.0 - ema_decay) * p, average, params)
-            num_steps = num_steps + 1
-        return TrainState(dataclasses.replace(state.estimator, params=params), opt_state, average, num_steps), loss
-
-    @jax.jit
-    def epoch(state: TrainState, theta, x, rng_key):
-        n = theta.shape[0]
-        num_batches = n // batch_size
-        idx = jax.random.permutation(rng_key, n)[: num_batches * batch_size]
-        idx = idx.reshape(num_batches, batch_size)
-        state, losses = jax.lax.scan(step, state, (theta[idx], x[idx]))
-        return state, losses.mean()
-
-    return epoch
-
-
-def start_average(state: TrainState) -> TrainState:
-    """``state`` with a zero running average of its parameters and a step count of 0."""
-    zeros = jax.tree.map(jnp.zeros_like, state.estimator.params)
-    return state._replace(average=zeros, num_steps=jnp.zeros((), jnp.int32))
-
-
-@jax.jit
-def _debiased(average, num_steps, ema_decay):
-    return jax.tree.map(lambda a: a / (1.0 - ema_decay ** num_steps), average)
-
-
-def averaged(state: TrainState, ema_decay: float) -> RatioEstimator:
-    """The estimator with the debiased running average ``average / (1 − β^steps)`` as parameters."""
-    return dataclasses.replace(state.estimator, params=_debiased(state.average, state.num_steps, ema_decay))
-
-
-@jax.jit
-def _batch_losses(estimator, theta, x):
-    return jax.lax.map(lambda b: estimator_loss(estimator, *b), (theta, x))
-
-
-def evaluate(estimator: RatioEstimator, bank: SimulationBank, batch_size: int = 1024) -> float:
-    """Mean AALR loss on a bank in fixed batches of ``batch_size`` (θ rolled within each batch).
-
-    The last partial batch is evaluated too, on its own.
-    """
-    n = bank.num_simulations
-    full = (n // batch_size) * batch_size
-    totals, weights = [], []
-    if full:
-        shape = (n // batch_size, batch_size)
-        losses = _batch_losses(
-            estimator,
-            bank.theta[:full].reshape(shape + bank.theta.shape[1:]),
-            bank.x[:full].reshape(shape + bank.x.shape[1:]),
-        )
-        totals.append(float(losses.sum()) * batch_size)
-        weights.append(full)
-    if full < n:
-        rest = n - full
-        if rest >= 2:
-            loss = _batch_losses(estimator, bank.theta[None, full:], bank.x[None, full:])
-            totals.append(float(loss[0]) * rest)
-            weights.append(rest)
-    return sum(totals) / sum(weights)
-
-
-def _checked_bank(bank) -> SimulationBank:
-    """``bank`` as float32 arrays, or a ``ValueError`` saying what is wrong with it."""
-    if not isinstance(bank, SimulationBank):
-        bank = SimulationBank(*bank)
-    theta, x = jnp.asarray(bank.theta, jnp.float32), jnp.asarray(bank.x, jnp.float32)
-    if theta.ndim != 2 or x.ndim < 2 or theta.shape[0] != x.shape[0]:
-        raise ValueError(
-            f"bank must hold theta (n, d) and x (n, ...) with the same n, got {theta.shape} and {x.shape}"
-        )
-    if not (bool(jnp.isfinite(theta).all()) and bool(jnp.isfinite(x).all())):
-        raise ValueError("bank contains non-finite values; simulate(..., on_invalid='drop') removes them")
-    return SimulationBank(theta, x)
-
-
-def default_batch_size(num_train: int) -> int:
-    """:func:`fit`'s default batch for ``num_train`` training simulations: ``clip(num_train // 16, 64, 512)``."""
-    return int(np.clip(num_train // 16, 64, 512))
-
-
-def default_learning_rate(batch_size: int) -> float:
-    """:func:`fit`'s default peak learning rate: 2e-3 for batches of 512 or more, else 1e-3."""
-    return 2e-3 if batch_size >= 512 else 1e-3
-
-
-def default_ema_decay(num_steps: int) -> float:
-    """:func:`fit`'s default β for a schedule of ``num_steps`` optimizer steps: ``1 − 1/w`` with the
-    averaging window ``w = min(1000, num_steps // 10)`` steps (0, the iterates, below 20 steps), so the
-    average never reaches back into the first 90 % of a short schedule."""
-    window = min(1000, int(num_steps) // 10)
-    return 1.0 - 1.0 / window if window > 1 else 0.0
+def _train(rng_key, trainer: Trainer, estimator, train: SimulationBank, val: SimulationBank,
+           schedule: _Schedule, progress: bool) -> FitResult:
+    """Epochs until ``patience`` epochs pass without a lower validation loss; the best estimator."""
+    start = time.perf_counter()
+    state, best, best_epoch, best_loss, rows = trainer.init(estimator), estimator, 0, np.inf, []
+    bar = tqdm(range(schedule.max_epochs), desc="train", unit="epoch", disable=not progress, leave=False)
+    for i in bar:
+        state, info = trainer.epoch(jax.random.fold_in(rng_key, i), state, train)
+        current = trainer.estimator(state)
+        val_loss = evaluate(current, val)
+        rows.append((float(info.loss), val_loss, float(info.objective)))
+        if not np.isfinite(val_loss):
+            raise FloatingPointError(f"validation loss became {val_loss} at epoch {i}: training diverged; "
+                                     "lower the learning rate")
+        if val_loss < best_loss:
+            best_loss, best_epoch, best = val_loss, i, current
+        bar.set_postfix(train=f"{rows[-1][0]:.4f}", val=f"{val_loss:.4f}", best=best_epoch)
+        if i - best_epoch >= schedule.patience:
+            break
+    bar.close()
+    train_loss, validation_loss, train_objective = (np.asarray(c) for c in zip(*rows))
+    history = TrainHistory(train_loss, validation_loss, best_epoch, len(rows) < schedule.max_epochs,
+                           time.perf_counter() - start, float(schedule.ema_decay), train_objective,
+                           schedule.batch_size, schedule.learning_rate)
+    return FitResult(best, history)
 
 
 def fit(
     rng_key: jax.Array,
     bank: SimulationBank,
     *,
-    hidden_features: tuple = (128, 128, 128),
-    activation: str = "selu",
-    embedding: str = "flatten",
-    embedding_features: int = 64,
-    theta_bound: float | None = 10.0,
-    quadratic: bool = False,
+    network: NetworkConfig = NetworkConfig(),
+    loss: LossConfig = LossConfig(),
     optimizer: optax.GradientTransformation | None = None,
     learning_rate: float | None = None,
     batch_size: int | None = None,
@@ -207,150 +388,67 @@ def fit(
     patience: int = 50,
     validation_fraction: float = 0.1,
     validation_bank: SimulationBank | None = None,
-    balance: float = 0.0,
-    num_negatives: int = 1,
-    ratio_weighting: float = DEFAULT_RATIO_WEIGHTING,
     ema_decay: float | None = None,
     progress: bool = True,
+    **options,
 ) -> FitResult:
-    """Train a ratio estimator ``f(θ, x) ≈ log r(x|θ)`` on a simulation bank.
+    r"""Train a ratio estimator ``f(θ, x) ≈ log r(x|θ)`` on a simulation bank.
+
+    Every argument is checked before any work; errors name the argument, what it expects and
+    what it got.
 
     Args:
-        rng_key: PRNG key (initialisation, split, shuffling).
-        bank: ``SimulationBank(theta (n, d), x (n, *x_shape))``.
-        hidden_features, activation, embedding, embedding_features, theta_bound, quadratic: the
-            network (see :class:`aalr_jax.nn.NetworkConfig`; e.g. ``embedding="cnn"`` for images).
-            ``quadratic=True`` adds the quadratic terms in θ (off by default). On fresh simulations
-            (``benchmarks/tune_defaults.py``, one network) they lowered the loss on gaussian_linear,
-            bernoulli_glm (also with raw x) and slcp at 10^3, and removed most of the shrinkage of
-            gaussian_linear's posterior means at 10^5, but raised it on slcp at 10^4 and on
-            slcp_distractors (92 noise dimensions in x): turn them on for likelihoods that are
-            near-Gaussian in θ and keep them where the validation loss falls.
-        optimizer: any ``optax.GradientTransformation``; default AdamW without weight decay
-            (weight decay over-broadens posteriors, Hermans et al. 2020) whose learning rate
-            decays along a cosine from ``learning_rate`` to 1 % of it over ``max_epochs``.
-        learning_rate: peak rate of the default optimizer; default 2e-3 for batches of 512, else 1e-3.
-        batch_size: pairs per minibatch (each yields ``batch_size`` dependent and independent pairs);
-            default ``clip(n_train // 16, 64, 512)``, so small banks still get 16 steps per epoch.
-            These defaults were chosen by ``benchmarks/tune_defaults.py`` on fresh two_moons
-            observations (C2ST against the exact posterior), never on benchmark observations.
+        rng_key: PRNG key (split, initialisation, minibatch order).
+        bank: ``SimulationBank(theta (n, d), x (n, *x_shape))`` of finite real numbers.
+        network: the architecture (:class:`aalr_jax.nn.NetworkConfig`); ``theta_dim`` and
+            ``x_shape`` come from the bank. Quadratic terms in θ (``quadratic=True``) help
+            likelihoods that are near-Gaussian in θ (see benchmarks/README.md "Choosing the defaults").
+        loss: the objective (:class:`aalr_jax.losses.LossConfig`): ratio weighting α (default
+            :data:`DEFAULT_RATIO_WEIGHTING`, chosen on fresh observations, see benchmarks/README.md
+            "Choosing the defaults"; 0 is the paper's plain loss), balance λ, negatives K.
+        optimizer: any ``optax.GradientTransformation``; by default AdamW without weight decay
+            (weight decay over-broadens posteriors, Hermans et al. 2020) whose rate decays along a
+            cosine from ``learning_rate`` to 1 % of it over ``max_epochs``.
+        learning_rate: peak rate of the default optimizer, > 0; :func:`default_learning_rate` when
+            None. Giving it with ``optimizer`` is an error.
+        batch_size: pairs per minibatch; :func:`default_batch_size` of the training split when None.
         max_epochs: upper bound on epochs.
         patience: stop after this many epochs without a lower validation loss.
         validation_fraction: share of ``bank`` held out when ``validation_bank`` is not given.
         validation_bank: an explicit held-out bank (then all of ``bank`` trains).
-        balance: λ of the balanced-NRE penalty (0: plain AALR; 100 is the BNRE paper's value).
-        num_negatives: independent partners per simulation in each training batch (θ of K other
-            simulations of the batch, :func:`aalr_jax.losses.estimator_loss`); the validation
-            loss always uses one, so runs with different K are compared on the same loss.
-        ratio_weighting: α in [0, 1]: each training pair's cross-entropy is weighted by
-            ``(1 + r̂)^α`` (:mod:`aalr_jax.losses`), which shifts the network's capacity to where the
-            posteriors have their mass without moving the optimum; 0 is the plain AALR loss. The
-            validation loss (early stopping, ``history``) stays the plain cross-entropy, so every α
-            is judged on one loss. Default ½: on fresh observations (``benchmarks/tune_defaults.py``,
-            C2ST against exact references, 5 observations × 2 seeds) it scored lower than α = 0 in
-            10 of 13 task-budget cells (two_moons, gaussian_linear, gaussian_mixture, bernoulli_glm,
-            slcp at 10^3 and 10^4; by up to 0.043, on gaussian_mixture at 10^4), level on two_moons
-            at 10^5 and higher on sir (0.757 → 0.780 at 10^3, 0.777 → 0.793 at 10^4); pass 0 for
-            the paper's plain loss.
-        ema_decay: β in [0, 1): when positive, the parameters validated, kept and returned are
-            the exponential moving average of the iterates over the optimizer's steps,
-            ``a ← β·a + (1 − β)·params`` (debiased), which averages out the minibatch noise of
-            the last ~1/(1 − β) steps (Polyak averaging); 0 keeps the iterates themselves.
-            Default (None): :func:`default_ema_decay` of the schedule's ``max_epochs`` × steps per
-            epoch, 0.999 for all but short schedules. It lowered the loss on fresh pairs in 15 of 16
-            task-budget cells (two_moons, gaussian_linear, gaussian_mixture, bernoulli_glm, slcp,
-            lotka_volterra at 10^3-10^5 simulations, by up to 22 %; sir level) and two_moons' C2ST
-            on fresh observations at 10^4 from 0.565 to 0.557 and at 10^5 from 0.556 to 0.522
-            (``benchmarks/tune_defaults.py``); the β used is in ``history.ema_decay``.
-        progress: show a progress bar with train and validation loss.
+        ema_decay: β in [0, 1) of the parameters' moving average (:func:`param_average`); the
+            average is what is validated, kept and returned, 0 keeps the iterates.
+            :func:`default_ema_decay` of the schedule's steps when None.
+        progress: show a progress bar with the train and validation losses.
+        **options: the fields of ``network`` (``hidden_features``, ``activation``, ``embedding``,
+            ``embedding_features``, ``theta_bound``, ``quadratic``) and of ``loss``
+            (``ratio_weighting``, ``balance``, ``num_negatives``) as flat keywords, applied on top
+            of ``network`` and ``loss``; any other name is a ``TypeError``.
 
     Returns:
-        ``FitResult(estimator, history)``; the estimator holds the best-validation parameters.
+        ``FitResult(estimator, history)``: the estimator with the lowest validation loss and its
+        :class:`TrainHistory` (which records the batch size, learning rate and β used).
     """
-    theta, x = _checked_bank(bank)
-    for name, value in (("max_epochs", max_epochs), ("patience", patience), ("num_negatives", num_negatives)) + (
-        (("batch_size", batch_size),) if batch_size is not None else ()
-    ):
-        if int(value) != value or value < 1:
-            raise ValueError(f"{name} must be a positive integer, got {value}")
-    if balance < 0:
-        raise ValueError(f"balance must be >= 0, got {balance}")
-    if not 0.0 <= ratio_weighting <= 1.0:
-        raise ValueError(f"ratio_weighting must be in [0, 1], got {ratio_weighting}")
-    if ema_decay is not None and not 0.0 <= ema_decay < 1.0:
-        raise ValueError(f"ema_decay must be in [0, 1) or None, got {ema_decay}")
-
+    rng_key = check_key("rng_key", rng_key)
+    bank = _checked_bank(bank)
+    network, loss = _configs(network, loss, options, bank)
+    schedule = _checked_schedule(optimizer, learning_rate, batch_size, max_epochs, patience, validation_fraction,
+                                 ema_decay)
+    if validation_bank is not None:
+        validation_bank = _checked_bank(validation_bank, "validation_bank")
+        if validation_bank.theta.shape[1:] != bank.theta.shape[1:] or validation_bank.x.shape[1:] != bank.x.shape[1:]:
+            raise ValueError(f"validation_bank must have the shapes of bank, theta (n, {bank.theta.shape[1]}) and "
+                             f"x (n, *{tuple(bank.x.shape[1:])}), got theta {validation_bank.theta.shape} and "
+                             f"x {validation_bank.x.shape}")
     key_split, key_init, key_epochs = jax.random.split(rng_key, 3)
-    bank = SimulationBank(theta, x)
     if validation_bank is None:
         train, val = split_bank(key_split, bank, validation_fraction)
     else:
-        train, val = bank, SimulationBank(*validation_bank)
-        if val.theta.shape[1:] != theta.shape[1:] or val.x.shape[1:] != x.shape[1:]:
-            raise ValueError("validation_bank must have the same theta and x shapes as bank")
-    if batch_size is None:
-        batch_size = default_batch_size(train.num_simulations)
-    if learning_rate is None:
-        learning_rate = default_learning_rate(batch_size)
-    if train.num_simulations < batch_size:
-        raise ValueError(
-            f"batch_size={batch_size} is larger than the {train.num_simulations} training simulations; "
-            "simulate more or lower batch_size"
-        )
-    if num_negatives >= batch_size:
-        raise ValueError(f"num_negatives must be smaller than batch_size ({batch_size}), got {num_negatives}")
-    if val.num_simulations < 2:
-        raise ValueError("the validation bank needs at least 2 simulations")
-
-    config = NetworkConfig(
-        theta_dim=int(theta.shape[1]),
-        x_shape=tuple(int(s) for s in x.shape[1:]),
-        hidden_features=tuple(int(h) for h in hidden_features),
-        activation=activation,
-        embedding=embedding,
-        embedding_features=int(embedding_features),
-        theta_bound=theta_bound,
-        quadratic=quadratic,
-    )
-    estimator = init_estimator(key_init, config, standardization_from(train.theta, train.x))
-    steps = max_epochs * (train.num_simulations // batch_size)
-    if ema_decay is None:
-        ema_decay = default_ema_decay(steps)
-    if optimizer is None:
-        schedule = optax.cosine_decay_schedule(learning_rate, steps, alpha=0.01)
-        optimizer = optax.adamw(schedule, weight_decay=0.0)
-    state = TrainState(estimator, optimizer.init(estimator.params))
-    if ema_decay:
-        state = start_average(state)
-    epoch = build_epoch(optimizer, batch_size, balance, int(num_negatives), float(ratio_weighting), float(ema_decay))
-
-    start = time.perf_counter()
-    best_loss, best_epoch, best = np.inf, 0, estimator
-    train_losses, val_losses = [], []
-    bar = tqdm(range(max_epochs), desc="train", unit="epoch", disable=not progress, leave=False)
-    for i in bar:
-        state, train_loss = epoch(state, train.theta, train.x, jax.random.fold_in(key_epochs, i))
-        current = averaged(state, ema_decay) if ema_decay else state.estimator
-        val_loss = evaluate(current, val)
-        train_losses.append(float(train_loss))
-        val_losses.append(val_loss)
-        if not np.isfinite(val_loss):
-            raise FloatingPointError(f"validation loss became {val_loss} at epoch {i}; lower the learning rate")
-        if val_loss < best_loss:
-            best_loss, best_epoch, best = val_loss, i, current
-        bar.set_postfix(train=f"{train_losses[-1]:.4f}", val=f"{val_loss:.4f}", best=best_epoch)
-        if i - best_epoch >= patience:
-            break
-    bar.close()
-    history = TrainHistory(
-        train_loss=np.asarray(train_losses),
-        validation_loss=np.asarray(val_losses),
-        best_epoch=best_epoch,
-        stopped_early=len(train_losses) < max_epochs,
-        seconds=time.perf_counter() - start,
-        ema_decay=float(ema_decay),
-    )
-    return FitResult(best, history)
+        train, val = bank, validation_bank
+    schedule = _resolved(schedule, loss, train.num_simulations, val.num_simulations)
+    estimator = init_estimator(key_init, network, standardization_from(train.theta, train.x))
+    trainer = build_trainer(schedule.optimizer, schedule.batch_size, loss=loss, ema_decay=schedule.ema_decay)
+    return _train(key_epochs, trainer, estimator, train, val, schedule, progress)
 
 
 def fit_ensemble(
@@ -368,9 +466,7 @@ def fit_ensemble(
     All members train on the same split of ``bank`` (held out once, with ``validation_fraction``,
     unless ``validation_bank`` is given) and differ in initialisation and minibatch order: member
     ``m`` gets the key ``fold_in(rng_key, m)``. Averaging lowers the variance of the learned
-    log-ratio; on fresh gaussian_linear data (10^5 simulations, ``benchmarks/tune_defaults.py``)
-    four members cut the excess test loss over the Bayes loss from 0.022 to 0.010 and the C2ST of
-    four fresh posteriors from 0.534 to 0.523, for four times the training.
+    log-ratio, for M times the training (see benchmarks/README.md "Choosing the defaults").
 
     Args:
         rng_key: PRNG key.
@@ -378,22 +474,23 @@ def fit_ensemble(
         num_members: M, a positive integer.
         validation_fraction, validation_bank: the held-out data, as in :func:`fit`.
         progress: show progress bars (members, and each member's epochs).
-        **fit_kwargs: any other argument of :func:`fit` (network, optimizer, epochs...).
+        **fit_kwargs: any other argument of :func:`fit` (network, loss, optimizer, epochs...).
 
     Returns:
         ``EnsembleFitResult(estimator, histories, validation_loss)``: a
-        :class:`aalr_jax.nn.RatioEnsemble`, M :class:`TrainHistory`, and the ensemble's mean AALR
+        :class:`aalr_jax.nn.RatioEnsemble`, M :class:`TrainHistory`, and the ensemble's plain
         loss on the validation bank.
     """
-    if isinstance(num_members, bool) or int(num_members) != num_members or num_members < 1:
-        raise ValueError(f"num_members must be a positive integer, got {num_members!r}")
+    rng_key = check_key("rng_key", rng_key)
+    num_members = positive_int("num_members", num_members)
     bank = _checked_bank(bank)
     key_split, key_members = jax.random.split(rng_key)
     if validation_bank is None:
+        check_number("validation_fraction", validation_fraction, low=0.0, high=1.0, low_open=True, high_open=True)
         bank, validation_bank = split_bank(key_split, bank, validation_fraction)
-    validation_bank = _checked_bank(validation_bank)
+    validation_bank = _checked_bank(validation_bank, "validation_bank")
     members, histories = [], []
-    for m in tqdm(range(int(num_members)), desc="ensemble", unit="member", disable=not progress):
+    for m in tqdm(range(num_members), desc="ensemble", unit="member", disable=not progress):
         result = fit(jax.random.fold_in(key_members, m), bank, validation_bank=validation_bank,
                      progress=progress, **fit_kwargs)
         members.append(result.estimator)

@@ -333,3 +333,48 @@ def test_quadratic_round_trip_and_older_files_load_without_it(saved, estimator, 
     old = io.load_estimator(saved)
     assert old.config.quadratic is False
     np.testing.assert_array_equal(old.log_ratio(theta, x), estimator.log_ratio(theta, x))
+
+
+# ---------------------------------------------------------------- training ranges
+
+
+def _with_ranges(estimator, shift=0.0):
+    x_min = jnp.asarray([-1.0, -2.0, 0.5, -4.0], jnp.float32) + shift
+    return dataclasses.replace(estimator, standardization=estimator.standardization._replace(
+        x_min=x_min, x_max=x_min + jnp.asarray([2.0, 3.0, 1.0, 9.0], jnp.float32)))
+
+
+def test_training_ranges_round_trip(tmp_path, estimator):
+    """x_min and x_max survive saving and loading, alone and stacked in an ensemble, and the
+    loaded estimator flags the same observations as outside its training data."""
+    from aalr_jax.ood import outside_training_data
+
+    ranged = _with_ranges(estimator)
+    io.save_estimator(tmp_path / "r.npz", ranged)
+    loaded = io.load_estimator(tmp_path / "r.npz")
+    np.testing.assert_array_equal(loaded.standardization.x_min, ranged.standardization.x_min)
+    np.testing.assert_array_equal(loaded.standardization.x_max, ranged.standardization.x_max)
+    x = jnp.asarray([[0.0, 0.0, 1.0, 0.0], [0.0, 0.0, 1.0, 6.5], [0.0, 0.0, 1.0, 5.8]])
+    np.testing.assert_array_equal(outside_training_data(loaded, x), [False, True, False])
+    ensemble = RatioEnsemble.stack([ranged, _with_ranges(estimator, shift=1.0)])
+    io.save_estimator(tmp_path / "e.npz", ensemble)
+    members = io.load_estimator(tmp_path / "e.npz").members.standardization
+    np.testing.assert_array_equal(members.x_min, ensemble.members.standardization.x_min)
+    assert members.x_max.shape == (2, 4)
+
+
+def test_files_without_training_ranges_load_with_none(tmp_path, saved, estimator):
+    assert estimator.standardization.x_min is None and "standardization/x_min" not in _arrays(saved)
+    loaded = io.load_estimator(saved)
+    assert loaded.standardization.x_min is None and loaded.standardization.x_max is None
+    path = tmp_path / "r.npz"
+    io.save_estimator(path, _with_ranges(estimator))
+    arrays = _arrays(path)
+    del arrays["standardization/x_max"]
+    _write(path, arrays)
+    with pytest.raises(ValueError, match=r"missing arrays \['standardization/x_max'\]"):
+        io.load_estimator(path)
+    arrays["standardization/x_max"] = np.zeros(5, np.float32)
+    _write(path, arrays)
+    with pytest.raises(ValueError, match="standardization 'x_max' has shape"):
+        io.load_estimator(path)
