@@ -22,7 +22,7 @@ Three measurements:
 3. *one call per step* (a sampler driven from Python, or any host loop): a jitted evaluation of
    the log-density for all chains' positions, log-densities per second.
 
-Training throughput: images per second of the compiled epoch of :func:`aalr_jax.train.build_epoch`
+Training throughput: images per second of the compiled epoch of :func:`aalr_jax.train.build_trainer`
 (the loop inside ``fit``) for the ``cnn`` and ``resnet`` embeddings.
 
 Run: ``python benchmarks/embedding_throughput.py [--size 32] [--quick]``. Writes
@@ -46,12 +46,12 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from aalr_jax import fit, io, priors, simulate
+from aalr_jax import SimulationBank, fit, io, priors, simulate
 from aalr_jax.nn import NetworkConfig, init_estimator, standardization_from
 from aalr_jax.posterior import embed_observations, unconstrained_log_posterior
 from aalr_jax.sampling import SamplerConfig, run_chains
 from aalr_jax.tasks import lensing
-from aalr_jax.train import TrainState, build_epoch
+from aalr_jax.train import build_trainer
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 NO_LICM = "--xla_disable_hlo_passes=while-loop-invariant-code-motion"
@@ -156,9 +156,9 @@ def training_rate(bank, embedding: str, batch_size: int, seed: int) -> dict:
     config = NetworkConfig(1, tuple(x.shape[1:]), (64, 64), embedding=embedding, embedding_features=64)
     estimator = init_estimator(jax.random.PRNGKey(seed), config, standardization_from(theta, x))
     optimizer = optax.adamw(1e-3, weight_decay=0.0)
-    epoch = build_epoch(optimizer, batch_size)
-    state = TrainState(estimator, optimizer.init(estimator.params))
-    seconds = _time(lambda s: epoch(s, theta, x, jax.random.PRNGKey(0))[1], state)
+    trainer = build_trainer(optimizer, batch_size)
+    bank = SimulationBank(theta, x)
+    seconds = _time(lambda s: trainer.epoch(jax.random.PRNGKey(0), s, bank)[1].loss, trainer.init(estimator))
     num_params = sum(int(p.size) for p in jax.tree.leaves(estimator.params))
     return {"embedding": embedding, "batch_size": batch_size, "images_per_s": n / seconds, "num_params": num_params}
 

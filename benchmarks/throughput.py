@@ -37,7 +37,7 @@ import numpy as np
 
 import aalr_jax
 from aalr_jax import fit, sample_posterior, simulate, tasks
-from aalr_jax.train import build_epoch
+from aalr_jax.train import build_trainer
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -140,18 +140,16 @@ def run(args, save) -> dict:
     # training throughput: one compiled epoch over the bank, timed after compilation
     import optax
 
-    from aalr_jax.train import TrainState
-
     optimizer = optax.adamw(1e-3, weight_decay=0.0)
-    epoch = build_epoch(optimizer, args.batch_size)
-    state = TrainState(estimator, optimizer.init(estimator.params))
-    state, _ = epoch(state, bank.theta, bank.x, jax.random.PRNGKey(0))
+    trainer = build_trainer(optimizer, args.batch_size)
+    state = trainer.init(estimator)
+    state, _ = trainer.epoch(jax.random.PRNGKey(0), state, bank)
     jax.block_until_ready(state)
     seconds = np.inf
     for i in range(args.repeats):
         start = time.perf_counter()
-        state, loss = epoch(state, bank.theta, bank.x, jax.random.PRNGKey(i + 1))
-        loss.block_until_ready()
+        state, info = trainer.epoch(jax.random.PRNGKey(i + 1), state, bank)
+        info.loss.block_until_ready()
         seconds = min(seconds, time.perf_counter() - start)
     train_rate = (bank.num_simulations // args.batch_size) * args.batch_size / seconds
     # per example: 2 pairs (dependent + independent), forward + backward ≈ 3 forward passes each
