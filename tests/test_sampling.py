@@ -10,7 +10,10 @@ import pytest
 from scipy import stats
 
 from aalr_jax import priors, sample_posterior, tasks
-from aalr_jax.sampling import ExactLikelihood, SamplerConfig, _sample_batch, resolve_method, run_chains, warmup_schedule
+from aalr_jax.adaptation import warmup_schedule
+from aalr_jax.chains import run_chains, sample_batch
+from aalr_jax.samplers import RWMH
+from aalr_jax.sampling import ExactLikelihood, resolve_method
 
 SIGMA = 0.5  # likelihood std of the Gaussian test problem
 PRIOR = dist.Normal(jnp.zeros(2), 1.0).to_event(1)
@@ -76,9 +79,9 @@ def test_a_broken_chain_does_not_spoil_the_pooled_metric():
     """One chain starting at a non-finite position has a NaN window covariance; the other chains
     average only the finite ones, so their draws still follow the target (standard normal)."""
     start = jnp.zeros((20, 2)).at[0].set(jnp.nan)
-    config = SamplerConfig(method="rwmh", num_chains=20, num_warmup=300, num_draws=400, thin=5)
     logdensity = lambda u: -0.5 * jnp.sum(u**2)
-    result = run_chains(jax.random.PRNGKey(0), logdensity, start, config)
+    sampler = RWMH(independence_prob=0.0).resolve(2)
+    result = run_chains(jax.random.PRNGKey(0), logdensity, start, sampler, num_warmup=300, num_draws=400, thin=5)
     healthy = np.asarray(result.positions[1:]).reshape(-1, 2)
     assert np.all(np.isfinite(healthy))
     np.testing.assert_allclose(healthy.mean(0), 0.0, atol=0.1)
@@ -154,9 +157,9 @@ def test_batch_agrees_with_separate_calls_and_does_not_recompile():
         sub = batch._replace(samples=batch.samples[i], ess=batch.ess[i])
         assert_moments(sub, mean, std)
     # a new batch of the same shape reuses the compiled program
-    before = _sample_batch._cache_size()
+    before = sample_batch._cache_size()
     sample_posterior(jax.random.PRNGKey(6), MODEL, PRIOR, xs + 0.3, **kw)
-    assert _sample_batch._cache_size() == before
+    assert sample_batch._cache_size() == before
 
 
 def test_iid_observations_sum_log_likelihoods():
@@ -189,7 +192,7 @@ def test_warmup_schedule_windows():
         (dict(x_obs=jnp.zeros((2, 2, 2))), r"x_obs must have shape"),
         (dict(method="slice"), r"method must be one of"),
         (dict(num_samples=0), r"num_samples must be a positive integer"),
-        (dict(num_chains=2.5), r"num_chains must be a positive integer"),
+        (dict(num_chains=2.5), r"num_chains must be an integer, got 2.5"),
         (dict(x_obs=jnp.array([jnp.nan, 0.0])), r"x_obs contains non-finite"),
         (dict(prior=dist.Normal(jnp.zeros(2), 1.0)), r"event_shape \(d,\).*to_event\(1\)"),
         (dict(prior="uniform"), r"prior must be a numpyro"),
