@@ -20,12 +20,14 @@ kept draw, so the kept draws are an exact MCMC. ``log g`` of the current positio
 state, so a step costs one ``log π`` and one ``log g`` (``K + 1`` Gaussians in ``d`` dimensions).
 
 Why: a random walk moves a distance of order ``ε`` per step, so successive draws stay strongly
-correlated (plain RWMH keeps every 10th step), and a chain hardly ever leaves the mode it started
-in. An accepted independence move lands anywhere in the posterior, in any mode, so the chains
-also correct mode weights that the initial resampling got wrong. A kernel density needs points
-in proportion to the volume it covers: in 5-D (slcp's exact posterior, 100 chains) only 5 % of
-the jumps were accepted, which is why :class:`aalr_jax.samplers.RWMH` makes these moves only up to 4-D
-by default.
+correlated, and a chain rarely crosses between separated modes. An accepted independence move
+lands anywhere in the posterior, in any mode, so the chains jump between modes and also correct
+mode weights that the initial resampling got wrong. A kernel density needs points in proportion
+to the volume it covers, so :class:`aalr_jax.samplers.RWMH` makes these moves by default only up to
+4 parameters (chosen on exact likelihoods, see benchmarks/README.md, "Choosing the sampler").
+
+The step is a kernel in BlackJAX's shape, ``kernel(rng_key, state, logdensity_fn, step_size, chol)``
+on :class:`MixtureState`; :class:`aalr_jax.samplers.RWMH` builds it after warm-up.
 """
 
 from __future__ import annotations
