@@ -25,6 +25,7 @@ from typing import NamedTuple
 import jax
 
 from aalr_jax import chains, samplers
+from aalr_jax.adaptation import RWMH_METRIC_POOLING
 from aalr_jax.chains import ChainResult, PosteriorSamples
 from aalr_jax.ratio_posterior import posterior, run_settings
 from aalr_jax.samplers import METHODS, resolve_sampler
@@ -36,6 +37,7 @@ __all__ = [
     "ExactLikelihood",
     "METHODS",
     "PosteriorSamples",
+    "RWMH_METRIC_POOLING",
     "SamplerConfig",
     "default_thin",
     "resolve_independence",
