@@ -309,7 +309,7 @@ def _inert(name: str, value) -> bool:
     return value is None or value == default or (name == "independence_prob" and value == 0)
 
 
-def resolve_sampler(method_or_sampler="auto", dim: int | None = None, **options):
+def resolve_sampler(method_or_sampler, dim: int, **options):
     """The sampler value that ``method_or_sampler`` names for ``dim`` parameters, fully validated.
 
     Args:
