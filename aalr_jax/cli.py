@@ -592,7 +592,7 @@ def _cmd_diagnose(args) -> int:
                                                                      f"{coverage.verdict} ({n} pairs)")
     figures["sbc.png"] = plotting.sbc_plot(sbc, labels=labels, title=f"{task.name}: SBC ranks ({n} pairs)")
 
-    if task.theta_dim <= 2 and priors._bounds(task.prior.support) is not None:
+    if task.theta_dim <= 2 and priors.box_bounds(task.prior.support) is not None:
         with _phase(args, timings, "coverage_grid", "expected coverage by grid integration"):
             grid = diagnostics.grid_credibility(estimator, task.prior, bank.x, bank.theta)
             record["coverage_grid"] = as_record(diagnostics.coverage_from_credibility(grid))

@@ -20,11 +20,14 @@ kept draw, so the kept draws are an exact MCMC. ``log g`` of the current positio
 state, so a step costs one ``log π`` and one ``log g`` (``K + 1`` Gaussians in ``d`` dimensions).
 
 Why: a random walk moves a distance of order ``ε`` per step, so successive draws stay strongly
-correlated (plain RWMH keeps every 10th step), and a chain hardly ever leaves the mode it started
-in. An accepted independence move lands anywhere in the posterior, in any mode, so the chains
-also correct mode weights that the initial resampling got wrong. A kernel density needs points
-in proportion to the volume it covers: in 5-D (slcp's exact posterior, 100 chains) only 5 % of
-the jumps were accepted, which is why ``sample_posterior`` makes these moves only up to 4-D.
+correlated, and a chain rarely crosses between separated modes. An accepted independence move
+lands anywhere in the posterior, in any mode, so the chains jump between modes and also correct
+mode weights that the initial resampling got wrong. A kernel density needs points in proportion
+to the volume it covers, so :class:`aalr_jax.samplers.RWMH` makes these moves by default only up to
+4 parameters (chosen on exact likelihoods, see benchmarks/README.md, "Choosing the sampler").
+
+The step is a kernel in BlackJAX's shape, ``kernel(rng_key, state, logdensity_fn, step_size, chol)``
+on :class:`MixtureState`; :class:`aalr_jax.samplers.RWMH` builds it after warm-up.
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ from typing import Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 
-__all__ = ["Mixture", "MixtureState", "silverman_bandwidth", "fit", "log_prob", "sample", "init", "build_step"]
+__all__ = ["Mixture", "MixtureInfo", "MixtureState", "build_kernel", "fit", "init", "log_prob", "sample", "silverman_bandwidth"]
 
 
 class Mixture(NamedTuple):
@@ -143,15 +146,27 @@ def init(state, mixture: Mixture) -> MixtureState:
     return MixtureState(state.position, state.logdensity, log_prob(mixture, state.position))
 
 
-def build_step(logdensity_fn: Callable, mixture: Mixture, prob: float):
-    """``step(key, state, step_size, chol) -> (state, (acceptance, divergent))`` on :class:`MixtureState`.
+class MixtureInfo(NamedTuple):
+    """What one step of :func:`build_kernel` reports.
+
+    Attributes:
+        acceptance_rate: ``()`` Metropolis–Hastings acceptance probability of the proposal.
+        is_independence_move: ``()`` bool, the proposal came from ``g`` (else from the random walk).
+    """
+
+    acceptance_rate: jax.Array
+    is_independence_move: jax.Array
+
+
+def build_kernel(mixture: Mixture, prob: float) -> Callable:
+    """``kernel(rng_key, state, logdensity_fn, step_size, chol) -> (MixtureState, MixtureInfo)``.
 
     With probability ``prob`` an independence move from ``mixture``, else the random walk
     ``u + step_size · chol z`` (``chol``: ``(d, d)`` or ``(d,)`` for a diagonal metric).
     """
 
-    def step(key, state: MixtureState, step_size, chol):
-        key_pick, key_z, key_accept = jax.random.split(key, 3)
+    def kernel(rng_key, state: MixtureState, logdensity_fn: Callable, step_size, chol):
+        key_pick, key_z, key_accept = jax.random.split(rng_key, 3)
         z = jax.random.normal(key_z, state.position.shape, state.position.dtype)
         # one uniform both chooses the move (v < prob) and, given an independence move, the
         # component (v / prob is then uniform on [0, 1))
@@ -167,6 +182,6 @@ def build_step(logdensity_fn: Callable, mixture: Mixture, prob: float):
         accept = jax.random.uniform(key_accept) < accept_prob
         new = MixtureState(proposal, logdensity, log_proposal)
         state = jax.tree.map(lambda a, b: jnp.where(accept, a, b), new, state)
-        return state, (accept_prob, jnp.zeros((), bool))
+        return state, MixtureInfo(accept_prob, independent)
 
-    return step
+    return kernel

@@ -32,6 +32,7 @@ from numpyro.distributions.transforms import Transform, biject_to
 
 __all__ = [
     "IndependentPrior",
+    "box_bounds",
     "box_uniform",
     "independent",
     "log_prob",
@@ -41,11 +42,12 @@ __all__ = [
 
 
 def validate_prior(prior) -> int:
-    """Check that ``prior`` is a numpyro distribution over a vector θ and return its dimension d.
+    """Check that ``prior`` is a continuous numpyro distribution over a vector θ; return its dimension d.
 
     Raises:
         TypeError: ``prior`` is not a numpyro distribution.
-        ValueError: its event shape is not ``(d,)`` or its batch shape is not empty.
+        ValueError: its event shape is not ``(d,)``, its batch shape is not empty, or its support is
+            discrete (a posterior density over θ needs a continuous prior).
     """
     if not isinstance(prior, dist.Distribution):
         raise TypeError(
@@ -61,6 +63,11 @@ def validate_prior(prior) -> int:
         raise ValueError(
             "prior must have event_shape (d,) and batch_shape (), got "
             f"event_shape {prior.event_shape} and batch_shape {prior.batch_shape}{hint}"
+        )
+    if prior.support.is_discrete:
+        raise ValueError(
+            f"prior must be continuous, got {type(prior).__name__} with the discrete support "
+            f"{prior.support}; the samplers move θ in R^d"
         )
     return int(prior.event_shape[0])
 
@@ -83,8 +90,18 @@ def log_prob(prior, theta: jax.Array) -> jax.Array:
     return jnp.where(jnp.isnan(lp), -jnp.inf, lp)
 
 
-def _bounds(constraint):
-    """``(lower, upper)`` as NumPy arrays for interval-like constraints, else ``None``."""
+def box_bounds(constraint):
+    """The interval behind an interval-like constraint, and its bounds.
+
+    Args:
+        constraint: a numpyro constraint, e.g. ``prior.support``; ``independent`` wrappers are
+            looked through.
+
+    Returns:
+        ``(interval, lower, upper)``: the interval constraint itself and its bounds as NumPy
+        arrays (scalars or ``(d,)``, possibly infinite), or ``None`` when the constraint is not an
+        interval (the real line, the positive half-line, a simplex...).
+    """
     base = constraint
     while isinstance(base, constraints.independent):
         base = base.base_constraint
@@ -95,7 +112,7 @@ def _bounds(constraint):
 
 def _scalar_transform(constraint) -> Transform:
     """Bijection R → support of a 1-D constraint, safe for intervals with infinite bounds."""
-    found = _bounds(constraint)
+    found = box_bounds(constraint)
     if found is not None:
         _, lo, hi = found
         if lo.ndim == 0 and hi.ndim == 0:
@@ -113,9 +130,14 @@ def support_transform(prior) -> Transform:
     """The bijection ``T: R^d → support(prior)`` used for unconstrained sampling.
 
     Intervals with an infinite bound (e.g. ``interval(0, inf)``) become exponential maps
-    instead of numpyro's NaN-producing scaled sigmoid.
+    instead of numpyro's NaN-producing scaled sigmoid. The transform is a pytree (its parameters
+    are leaves): build it from a concrete prior, outside ``jax.jit``, and pass it through; under
+    tracing the bounds cannot be inspected and numpyro's ``biject_to`` is used as is.
     """
-    found = _bounds(prior.support)
+    try:
+        found = box_bounds(prior.support)
+    except jax.errors.TracerArrayConversionError:
+        found = None
     if found is not None:
         _, lo, hi = found
         if np.any(np.isinf(lo)) or np.any(np.isinf(hi)):
@@ -146,7 +168,7 @@ class _ProductConstraint(constraints.Constraint):
         )
 
     def tree_flatten(self):
-        return (), ((), {"parts": self.parts})
+        return (self.parts,), (("parts",), {})
 
 
 class _ProductTransform(Transform):
@@ -155,6 +177,7 @@ class _ProductTransform(Transform):
     domain = constraints.real_vector
 
     def __init__(self, parts: Sequence[Transform], codomain):
+        super().__init__()
         self.parts = tuple(parts)
         self._codomain = codomain
 
@@ -173,7 +196,7 @@ class _ProductTransform(Transform):
         return sum(terms)
 
     def tree_flatten(self):
-        return (), ((), {"parts": self.parts, "_codomain": self._codomain})
+        return (self.parts, self._codomain), (("parts", "_codomain"), {"_inv": None})
 
 
 @biject_to.register(_ProductConstraint)
@@ -189,11 +212,13 @@ class IndependentPrior(dist.Distribution):
 
     ``sample(key, sample_shape)`` returns ``sample_shape + (d,)``; ``log_prob(θ)`` for θ of shape
     ``(..., d)`` returns ``(...,)`` and is ``-inf`` where any component lies outside its support.
+
+    A pytree whose leaves are the components' parameters, like every numpyro distribution: it
+    passes through ``jax.jit`` as a traced argument, so priors of one structure share one program.
     """
 
     arg_constraints = {}
-    pytree_data_fields = ()
-    pytree_aux_fields = ("components",)
+    pytree_data_fields = ("components",)
 
     def __init__(self, components: Sequence[dist.Distribution], *, validate_args=None):
         components = tuple(components)
@@ -212,12 +237,11 @@ class IndependentPrior(dist.Distribution):
             if c.support.is_discrete:
                 raise ValueError(f"components[{i}] is discrete; priors must be continuous")
         self.components = components
-        self._support = _ProductConstraint([c.support for c in components])
         super().__init__(batch_shape=(), event_shape=(len(components),), validate_args=validate_args)
 
     @property
     def support(self):
-        return self._support
+        return _ProductConstraint([c.support for c in self.components])
 
     def sample(self, key, sample_shape=()):
         keys = jax.random.split(key, len(self.components))

@@ -48,7 +48,7 @@ import optax
 
 from aalr_jax import SimulationBank, fit, io, priors, simulate
 from aalr_jax.nn import NetworkConfig, init_estimator, standardization_from
-from aalr_jax.posterior import embed_observations, unconstrained_log_posterior
+from aalr_jax.logdensity import embed_observations, unconstrained_log_posterior
 from aalr_jax.sampling import SamplerConfig, run_chains
 from aalr_jax.tasks import lensing
 from aalr_jax.train import build_trainer

@@ -94,3 +94,40 @@ def test_validation_errors_name_the_problem():
     with pytest.raises(ValueError, match="discrete"):
         priors.independent([dist.Bernoulli(0.5)])
     assert priors.validate_prior(PRIOR) == 5
+
+
+def test_priors_are_traced_pytrees_sharing_one_program():
+    """Two IndependentPrior objects of one structure (and a box with other bounds) go through jit as
+    traced arguments: one trace each, and the values are the new prior's, not the first one's."""
+    traces = []
+
+    @jax.jit
+    def score(prior, transform, u):
+        traces.append(1)
+        theta = transform(u)
+        return priors.log_prob(prior, theta) + transform.log_abs_det_jacobian(u, theta)
+
+    u = jnp.array([0.3, -1.0, 2.0, 1.5, 0.1])
+    other = priors.independent([dist.Uniform(-2.0, 5.0), *COMPONENTS[1:]])
+    for prior in (PRIOR, priors.independent(COMPONENTS), other):
+        transform = priors.support_transform(prior)
+        expected = priors.log_prob(prior, transform(u)) + transform.log_abs_det_jacobian(u, transform(u))
+        np.testing.assert_allclose(score(prior, transform, u), expected, rtol=1e-5)
+    assert len(traces) == 1
+    boxes = [priors.box_uniform(0.0, [1.0, 2.0]), priors.box_uniform(-1.0, [3.0, 4.0])]
+    values = [jax.jit(priors.log_prob)(b, jnp.array([0.5, 0.5])) for b in boxes]
+    np.testing.assert_allclose(values, [-np.log(2.0), -np.log(20.0)], rtol=1e-6)
+
+
+def test_box_bounds_returns_the_interval_and_its_bounds():
+    interval, low, high = priors.box_bounds(priors.box_uniform([-1.0, 0.0], [1.0, 5.0]).support)
+    assert isinstance(interval, constraints._Interval)
+    np.testing.assert_array_equal(low, [-1.0, 0.0]) and np.testing.assert_array_equal(high, [1.0, 5.0])
+    assert priors.box_bounds(dist.Normal(jnp.zeros(2), 1.0).to_event(1).support) is None
+
+
+def test_discrete_priors_are_refused_by_name():
+    with pytest.raises(ValueError, match=r"prior must be continuous.*Boolean"):
+        priors.validate_prior(dist.Bernoulli(jnp.full(2, 0.5)).to_event(1))
+    with pytest.raises(ValueError, match=r"prior must be continuous"):
+        priors.validate_prior(dist.Poisson(jnp.ones(3)).to_event(1))

@@ -10,7 +10,10 @@ import pytest
 from scipy import stats
 
 from aalr_jax import priors, sample_posterior, tasks
-from aalr_jax.sampling import ExactLikelihood, SamplerConfig, _sample_batch, resolve_method, run_chains, warmup_schedule
+from aalr_jax.adaptation import warmup_schedule
+from aalr_jax.chains import run_chains, sample_batch
+from aalr_jax.samplers import HMC, NUTS, RWMH
+from aalr_jax.sampling import ExactLikelihood, resolve_method
 
 SIGMA = 0.5  # likelihood std of the Gaussian test problem
 PRIOR = dist.Normal(jnp.zeros(2), 1.0).to_event(1)
@@ -76,9 +79,9 @@ def test_a_broken_chain_does_not_spoil_the_pooled_metric():
     """One chain starting at a non-finite position has a NaN window covariance; the other chains
     average only the finite ones, so their draws still follow the target (standard normal)."""
     start = jnp.zeros((20, 2)).at[0].set(jnp.nan)
-    config = SamplerConfig(method="rwmh", num_chains=20, num_warmup=300, num_draws=400, thin=5)
     logdensity = lambda u: -0.5 * jnp.sum(u**2)
-    result = run_chains(jax.random.PRNGKey(0), logdensity, start, config)
+    sampler = RWMH(independence_prob=0.0).resolve(2)
+    result = run_chains(jax.random.PRNGKey(0), logdensity, start, sampler, num_warmup=300, num_draws=400, thin=5)
     healthy = np.asarray(result.positions[1:]).reshape(-1, 2)
     assert np.all(np.isfinite(healthy))
     np.testing.assert_allclose(healthy.mean(0), 0.0, atol=0.1)
@@ -154,9 +157,9 @@ def test_batch_agrees_with_separate_calls_and_does_not_recompile():
         sub = batch._replace(samples=batch.samples[i], ess=batch.ess[i])
         assert_moments(sub, mean, std)
     # a new batch of the same shape reuses the compiled program
-    before = _sample_batch._cache_size()
+    before = sample_batch._cache_size()
     sample_posterior(jax.random.PRNGKey(6), MODEL, PRIOR, xs + 0.3, **kw)
-    assert _sample_batch._cache_size() == before
+    assert sample_batch._cache_size() == before
 
 
 def test_iid_observations_sum_log_likelihoods():
@@ -189,7 +192,7 @@ def test_warmup_schedule_windows():
         (dict(x_obs=jnp.zeros((2, 2, 2))), r"x_obs must have shape"),
         (dict(method="slice"), r"method must be one of"),
         (dict(num_samples=0), r"num_samples must be a positive integer"),
-        (dict(num_chains=2.5), r"num_chains must be a positive integer"),
+        (dict(num_chains=2.5), r"num_chains must be an integer, got 2.5"),
         (dict(x_obs=jnp.array([jnp.nan, 0.0])), r"x_obs contains non-finite"),
         (dict(prior=dist.Normal(jnp.zeros(2), 1.0)), r"event_shape \(d,\).*to_event\(1\)"),
         (dict(prior="uniform"), r"prior must be a numpyro"),
@@ -294,3 +297,109 @@ def test_bounded_theta_input_keeps_a_heavy_tailed_posterior_proper():
     r = sample_posterior(jax.random.PRNGKey(1), est, prior, x, num_samples=8000, num_chains=40)
     assert np.all(np.isfinite(np.asarray(r.samples))) and float(np.max(r.samples)) < 400.0
     assert_moments(r, np.array([mean]), np.array([std]), std_rtol=0.15)
+
+
+def test_the_sampler_that_ran_is_recorded():
+    """No caller recomputes the defaults: the result carries the resolved sampler, thin, warm-up
+    and chains, and survives a tree map (the sampler value has no leaves)."""
+    x = jnp.array([0.5, 0.0])
+    r = sample_posterior(jax.random.PRNGKey(0), MODEL, PRIOR, x, num_samples=40, num_chains=4, num_warmup=30)
+    assert r.sampler == RWMH(independence_prob=0.9, target_acceptance=0.35)
+    assert (r.thin, r.num_warmup, r.num_chains) == (5, 30, 4)
+    assert r.outside_training.shape == () and not r.outside_training
+    assert jax.tree.map(np.asarray, r).sampler == r.sampler
+    h = sample_posterior(jax.random.PRNGKey(0), MODEL, PRIOR, x, method="hmc", num_integration_steps=4,
+                         num_samples=40, num_chains=4, num_warmup=30, thin=2)
+    assert h.sampler == HMC(num_integration_steps=4, target_acceptance=0.8) and h.thin == 2
+
+
+@pytest.mark.parametrize("sampler, num_chains", [(RWMH(), 32), (RWMH(independence_prob=0.0, dense_metric=False), 32),
+                                                 (HMC(num_integration_steps=5), 16), (NUTS(max_num_doublings=5), 4)])
+def test_sampler_values_run_through_the_posterior_object(sampler, num_chains):
+    """Each sampler value, passed to Posterior.sample: chains move and the draws match the
+    conjugate Gaussian posterior of a batch of two observations, (k, num_samples, d)."""
+    import aalr_jax
+
+    xs = jnp.array([[1.0, -0.5], [-0.4, 0.8]])
+    post = aalr_jax.posterior(MODEL, PRIOR, xs)
+    r = post.sample(jax.random.PRNGKey(11), 3000, sampler=sampler, num_chains=num_chains, num_warmup=300)
+    assert r.samples.shape == (2, 3000, 2) and r.sampler.name == sampler.name
+    for i in range(2):
+        mean, std = gaussian_posterior(xs[i])
+        assert_moments(r._replace(samples=r.samples[i], ess=r.ess[i]), mean, std)
+        acc = np.asarray(r.acceptance_rate[i])
+        assert np.all(acc > 0.05) and np.all(acc < 0.999)
+
+
+def test_two_instances_of_a_task_share_one_compiled_program():
+    """The prior is a traced pytree argument, not a static one keyed by identity: the registry's
+    task, a freshly made task (a new prior object) and a prior with other parameters reuse the
+    program compiled for the first."""
+    from aalr_jax.tasks import gaussian_linear
+
+    kw = dict(method="hmc", num_samples=8, num_chains=2, num_warmup=4, num_integration_steps=2)
+
+    def run(task, prior=None):
+        model = ExactLikelihood(gaussian_linear.log_likelihood, task.x_shape)
+        return sample_posterior(jax.random.PRNGKey(0), model, prior or task.prior, task.default_observation, **kw)
+
+    first = run(tasks.get("gaussian_linear"))
+    before = sample_batch._cache_size()
+    again = run(tasks.get("gaussian_linear"))
+    fresh = gaussian_linear.make()
+    assert fresh.prior is not tasks.get("gaussian_linear").prior
+    same = run(fresh)
+    wider = run(fresh, dist.Normal(jnp.zeros(10), 1.0).to_event(1))
+    assert sample_batch._cache_size() == before
+    np.testing.assert_array_equal(first.samples, again.samples)
+    np.testing.assert_array_equal(first.samples, same.samples)
+    assert np.std(np.asarray(wider.chains)) > np.std(np.asarray(same.chains))  # the new prior's scale is used
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, match",
+    [
+        (dict(rng_key=0), TypeError, r"rng_key must be a JAX PRNG key, got the integer 0"),
+        (dict(num_samples=None), TypeError, r"num_samples must be an integer, got None"),
+        (dict(thin=1.5), TypeError, r"thin must be an integer, got 1.5"),
+        (dict(num_warmup=-1), ValueError, r"num_warmup must be a non-negative integer"),
+        (dict(init="uniform"), ValueError, r"init must be 'sir' or 'prior'"),
+        (dict(method="rwmh", num_integration_steps=5), ValueError, r"num_integration_steps needs method='hmc'"),
+        (dict(estimator=lambda t, x: 0.0), TypeError, r"estimator must be a ratio estimator"),
+        (dict(x_obs=np.zeros((0, 2))), ValueError, r"x_obs must not be empty"),
+        (dict(x_obs=np.zeros(2, complex)), TypeError, r"x_obs must be real"),
+        (dict(strict="yes"), TypeError, r"strict must be True or False"),
+    ],
+)
+def test_entry_point_names_the_bad_argument(kwargs, error, match):
+    args = dict(rng_key=jax.random.PRNGKey(0), estimator=MODEL, prior=PRIOR, x_obs=jnp.zeros(2))
+    args.update(kwargs)
+    positional = [args.pop(name) for name in ("rng_key", "estimator", "prior", "x_obs")]
+    with pytest.raises(error, match=match):
+        sample_posterior(*positional, **args)
+
+
+def test_observations_outside_the_training_data_are_flagged():
+    """two_moons, an estimator standardised on a bank of 500 simulations: x = (1e20, 0) warns and
+    sets outside_training (per observation in a batch), strict=True refuses it before sampling,
+    and the task's default observation is not flagged."""
+    from aalr_jax import simulate
+    from aalr_jax.nn import NetworkConfig, init_estimator, standardization_from
+    from aalr_jax.ood import OutOfDistributionWarning
+
+    task = tasks.get("two_moons")
+    bank = simulate(jax.random.PRNGKey(0), task, 500, progress=False)
+    est = init_estimator(jax.random.PRNGKey(1), NetworkConfig(2, (2,), (8,)), standardization_from(bank.theta, bank.x))
+    kw = dict(num_samples=8, num_chains=4, num_warmup=5)
+    far = jnp.array([1e20, 0.0])
+    with pytest.warns(OutOfDistributionWarning):
+        r = sample_posterior(jax.random.PRNGKey(2), est, task.prior, jnp.stack([task.default_observation, far]), **kw)
+    np.testing.assert_array_equal(r.outside_training, [False, True])
+    with pytest.raises(ValueError, match="outside the range of the training simulations"):
+        sample_posterior(jax.random.PRNGKey(2), est, task.prior, far, strict=True, **kw)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", OutOfDistributionWarning)
+        ok = sample_posterior(jax.random.PRNGKey(2), est, task.prior, task.default_observation, strict=True, **kw)
+    assert ok.outside_training.shape == () and not ok.outside_training

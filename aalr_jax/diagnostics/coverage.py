@@ -12,7 +12,7 @@ and θ* lies in the HPD region of level ``1 - α`` iff ``c ≤ 1 - α``. The exp
 is *over-confident* (regions too small), above *under-confident* (too wide).
 
 ``c`` needs only the unnormalised density ``log p(θ) + Σ_i f(θ, x_i)``
-(:func:`aalr_jax.posterior.log_posterior`):
+(:func:`aalr_jax.logdensity.log_posterior`):
 
 * from posterior samples ``θ_1..θ_n`` (:func:`sample_credibility`, one batched
   :func:`~aalr_jax.sampling.sample_posterior` call for all observations):
@@ -39,7 +39,7 @@ from scipy import stats
 
 from aalr_jax import priors
 from aalr_jax.data import resolve_problem, simulate
-from aalr_jax.posterior import embed_observations, log_posterior
+from aalr_jax.logdensity import embed_observations, log_posterior
 from aalr_jax.sampling import sample_posterior
 
 __all__ = [
@@ -157,7 +157,7 @@ def _grid(prior, bounds, resolution):
     if d > 2:
         raise ValueError(f"grid integration is for 1- or 2-D θ, got d = {d}; use the sample-based path")
     if bounds is None:
-        found = priors._bounds(prior.support)
+        found = priors.box_bounds(prior.support)
         if found is None:
             raise ValueError("the prior is not a bounded box: pass bounds=[(low, high), ...] for the grid")
         _, lo, hi = found

@@ -50,8 +50,8 @@ def nuts_reference(
     """Posterior samples ``(num_samples, d)`` (``(k, num_samples, d)`` for ``x_obs: (k, *x_shape)``)
     by NUTS on an exact likelihood.
 
-    ``likelihood`` is an :class:`~aalr_jax.sampling.ExactLikelihood` and ``prior`` the task's prior,
-    the same objects on every call (they key the sampler's compiled program). Extra keyword
+    ``likelihood`` is an :class:`~aalr_jax.sampling.ExactLikelihood`, the same object on every call
+    (its function keys the compiled program; the prior is a traced argument). Extra keyword
     arguments go to :func:`aalr_jax.sampling.sample_posterior`.
     """
     from aalr_jax.sampling import sample_posterior  # lazy: keeps task imports light

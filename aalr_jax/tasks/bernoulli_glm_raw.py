@@ -58,7 +58,7 @@ def make() -> Task:
     """The sbibm ``bernoulli_glm_raw`` task with sbibm observation 1 (raw spike train)."""
     return Task(
         name="bernoulli_glm_raw",
-        prior=glm._PRIOR(),
+        prior=glm.prior(),
         simulator=simulator,
         x_shape=(glm.NUM_BINS,),
         parameter_labels=glm.LABELS,

@@ -4,15 +4,15 @@ For one observation ``x`` or an i.i.d. set ``X = {x_1..x_n}`` (the evidence canc
 
 .. math::  \log p(θ|X) = \log p(θ) + \sum_i \hat f(θ, x_i) + \text{const}.
 
-The observations are embedded once (``features = estimator.embed(X)``); the MCMC target only
-evaluates the head. Samplers run in unconstrained space, ``θ = T(u)`` with
+The observations are embedded once (``features = estimator.embed(X)``, ``(n, f)``); the target
+only evaluates the head. Samplers run in unconstrained space, ``θ = T(u)`` with
 ``T = support_transform(prior)``:
 
 .. math::  \log p_U(u) = \log p(T(u)) + \log|\det J_T(u)| + \sum_i \hat f(T(u), x_i).
 
 Outside the prior's support the constrained density is ``-inf`` (never NaN); a NaN anywhere in the
 unconstrained density (e.g. an overflowing transform) is also mapped to ``-inf`` so that the
-proposal is rejected.
+proposal is rejected. These are the pure builders behind :class:`aalr_jax.ratio_posterior.Posterior`.
 """
 
 from __future__ import annotations
