@@ -25,7 +25,6 @@ import warnings
 
 import jax.numpy as jnp
 import numpy as np
-import zarr
 
 from aalr_jax.types import SimulationBank
 
@@ -33,6 +32,15 @@ __all__ = ["FORMAT", "ZarrBank", "is_store_path", "load_bank"]
 
 FORMAT = "aalr_jax.bank.v1"
 _COMPARED = ("format", "simulator", "prior", "contract", "seed", "num_simulations", "chunk_size", "theta_dim")
+
+
+def _zarr():
+    """The ``zarr`` module (an optional dependency: ``pip install 'aalr-jax[dask]'``)."""
+    try:
+        import zarr
+    except ImportError as err:
+        raise ImportError("Zarr bank stores need zarr>=3: pip install 'aalr-jax[dask]'") from err
+    return zarr
 
 
 def is_store_path(path) -> bool:
@@ -54,7 +62,7 @@ class ZarrBank:
 
     is_store = True
 
-    def __init__(self, group: zarr.Group, path: str):
+    def __init__(self, group, path: str):
         self._group = group
         self.path = path
         meta = dict(group.attrs).get("aalr_jax")
@@ -69,7 +77,7 @@ class ZarrBank:
         """Open an existing store (``mode="r"`` read-only, ``"r+"`` to write)."""
         path = os.fspath(path)
         try:
-            group = zarr.open_group(path, mode=mode)
+            group = _zarr().open_group(path, mode=mode)
         except (FileNotFoundError, ValueError, TypeError) as err:  # zarr's errors for a missing/foreign path
             raise ValueError(f"path {path!r} is not a Zarr bank store: {err}") from err
         return cls(group, path)
@@ -91,7 +99,7 @@ class ZarrBank:
             if stored_version != version:
                 warnings.warn(f"{path} was started by aalr_jax {stored_version}, resumed by {version}", stacklevel=3)
             return bank
-        group = zarr.open_group(path, mode="w-")
+        group = _zarr().open_group(path, mode="w-")
         n, d, c = config["num_simulations"], config["theta_dim"], config["chunk_size"]
         group.create_array("theta", shape=(n, d), chunks=(c, d), dtype="float32", fill_value=np.nan)
         group.create_array("valid", shape=(n,), chunks=(c,), dtype="bool", fill_value=False)

@@ -266,7 +266,13 @@ def fit(
 
     Returns:
         ``FitResult(estimator, history)``; the estimator holds the best-validation parameters.
+
+    A bank in a Zarr store (:class:`aalr_jax.store.ZarrBank`) trains from streamed minibatches:
+    :func:`aalr_jax.streaming.fit_store`.
     """
+    if getattr(bank, "is_store", False):  # a bank on disk streams its minibatches
+        from aalr_jax.streaming import fit_store
+        return fit_store(**{k: v for k, v in locals().items() if k != "fit_store"})
     theta, x = _checked_bank(bank)
     for name, value in (("max_epochs", max_epochs), ("patience", patience), ("num_negatives", num_negatives)) + (
         (("batch_size", batch_size),) if batch_size is not None else ()
@@ -385,6 +391,10 @@ def fit_ensemble(
         :class:`aalr_jax.nn.RatioEnsemble`, M :class:`TrainHistory`, and the ensemble's mean AALR
         loss on the validation bank.
     """
+    if getattr(bank, "is_store", False):  # a bank on disk streams its minibatches
+        from aalr_jax.streaming import fit_ensemble_store
+        return fit_ensemble_store(**{k: v for k, v in locals().items() if k not in ("fit_kwargs", "fit_ensemble_store")},
+                                  **fit_kwargs)
     if isinstance(num_members, bool) or int(num_members) != num_members or num_members < 1:
         raise ValueError(f"num_members must be a positive integer, got {num_members!r}")
     bank = _checked_bank(bank)
