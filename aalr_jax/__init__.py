@@ -11,6 +11,7 @@ from aalr_jax.data import simulate, split_bank
 from aalr_jax.io import load_estimator, save_estimator
 from aalr_jax.nn import NetworkConfig, RatioEnsemble, RatioEstimator
 from aalr_jax.sampling import PosteriorSamples, sample_posterior
+from aalr_jax.store import ZarrBank, load_bank
 from aalr_jax.types import ExactLikelihood, SimulationBank
 from aalr_jax.train import EnsembleFitResult, FitResult, TrainHistory, fit, fit_ensemble
 
@@ -29,8 +30,10 @@ __all__ = [
     "RatioEstimator",
     "SimulationBank",
     "TrainHistory",
+    "ZarrBank",
     "fit",
     "fit_ensemble",
+    "load_bank",
     "load_estimator",
     "priors",
     "sample_posterior",

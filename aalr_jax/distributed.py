@@ -32,7 +32,6 @@ and the same call resumes.
 from __future__ import annotations
 
 import contextlib
-import functools
 import math
 import os
 import warnings
@@ -49,17 +48,17 @@ from aalr_jax.types import SimulationBank
 __all__ = ["BACKENDS", "default_chunk_size", "simulate_chunks"]
 
 BACKENDS = ("jax", "local", "dask")
-MAX_CHUNK = 1000  # host chunks: enough simulations per task to hide the scheduler's ~1 ms per task
+HOST_CHUNK_CAP = 1000  # enough simulations per task to hide the scheduler's ~1 ms per task
+JAX_CHUNK_CAP = 10_000
 TASKS_PER_WORKER = 16  # chunks per worker when n is small: load balance against slow simulations
-JAX_STORE_CHUNK = 10_000
 
 
 def default_chunk_size(num_simulations: int, num_workers: int, contract: str) -> int:
-    """Simulations per chunk: ``clip(ceil(n / (16·workers)), 1, 1000)`` for host simulators (at least
-    16 tasks per worker, at most 1000 simulations per task), ``min(n, 10_000)`` for JAX ones."""
-    if contract == "jax":
-        return min(num_simulations, JAX_STORE_CHUNK)
-    return int(np.clip(math.ceil(num_simulations / (TASKS_PER_WORKER * max(1, num_workers))), 1, MAX_CHUNK))
+    """Simulations per chunk: ``clip(ceil(n / (16·workers)), 1, cap)``, at least 16 chunks per worker
+    (load balance, progress, resumption, validation chunks) and at most ``cap`` simulations per task,
+    1000 for host simulators and 10_000 for JAX ones (vmapped, so a chunk costs little more than one)."""
+    cap = JAX_CHUNK_CAP if contract == "jax" else HOST_CHUNK_CAP
+    return int(np.clip(math.ceil(num_simulations / (TASKS_PER_WORKER * max(1, num_workers))), 1, cap))
 
 
 def _name(obj) -> str:
@@ -260,7 +259,16 @@ def _run_on_dask(client, run_chunk, simulator, words, options, pending, thetas, 
     """
     from dask.distributed import as_completed
 
-    task = functools.partial(run_chunk, **options)
+    import cloudpickle
+
+    # Ship the chunk function by value: a worker then needs only NumPy and the user's simulator, not
+    # an import of aalr_jax (and so of JAX), which costs seconds per worker. A local closure is what
+    # makes distributed fall back from pickle to cloudpickle; it returns builtins for the same reason.
+    cloudpickle.register_pickle_by_value(hostsim)
+
+    def task(theta, start):  # the simulator travels in the closure, so cloudpickle serialises it too
+        return tuple(run_chunk(simulator, theta, start, words, **options))
+
     todo = iter(pending)
     in_flight = {}
 
@@ -269,7 +277,7 @@ def _run_on_dask(client, run_chunk, simulator, words, options, pending, thetas, 
         if chunk is None:
             return None
         theta = thetas(chunk)
-        future = client.submit(task, simulator, theta, bounds(chunk)[0], words, pure=False)
+        future = client.submit(task, theta, bounds(chunk)[0], pure=False)
         in_flight[future] = (chunk, theta)
         return future
 
@@ -279,7 +287,7 @@ def _run_on_dask(client, run_chunk, simulator, words, options, pending, thetas, 
         for future in queue:
             chunk, theta = in_flight.pop(future)
             try:
-                result = future.result()
+                result = hostsim.ChunkResult(*future.result())
             except Exception as err:  # the task itself failed: every simulation of the chunk did
                 message = f"{type(err).__name__}: {err}"
                 failures = [{"index": bounds(chunk)[0] + j, "theta": t.tolist(), "error": message}
