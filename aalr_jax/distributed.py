@@ -128,7 +128,7 @@ def _dask_client(client, workers):
             yield own
         return
     n = int(workers) if workers is not None else (os.cpu_count() or 1)
-    with LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
+    with LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster, \
             Client(cluster) as own:
         yield own
 
