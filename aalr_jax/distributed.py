@@ -183,6 +183,9 @@ def simulate_chunks(rng_key, problem, num_simulations: int, *, backend: str = "l
     n = int(num_simulations)
     is_task = hasattr(problem, "prior") and hasattr(problem, "simulator")
     contract = "jax" if backend == "jax" or is_task else "host"
+    if contract == "jax" and timeout is not None:
+        raise ValueError(f"timeout applies to host simulators, got timeout={timeout} for a JAX simulator (a task or "
+                         "backend='jax')")
     run_chunk = hostsim.run_jax_chunk if contract == "jax" else hostsim.run_host_chunk
     key_theta, key_sim = jax.random.split(jnp.asarray(rng_key) if not _typed(rng_key) else jax.random.key_data(rng_key))
     words = hostsim.key_words(key_sim)
