@@ -26,6 +26,7 @@ ratios measured in the same run, never against fixed times.
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import json
 import os
 import platform
@@ -36,8 +37,8 @@ import time
 import jax
 import numpy as np
 
-import aalr_jax
 from aalr_jax.data import simulate
+from aalr_jax.files import atomic_write
 from aalr_jax.priors import box_uniform
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -126,28 +127,19 @@ def main(argv=None) -> None:
           f"{overhead['dask_seconds_per_task'] * 1e3:.1f} ms = {overhead['tasks_per_second']:.0f} tasks/s; "
           f"Zarr store: {overhead['zarr_seconds_per_chunk'] * 1e3:.1f} ms per chunk of {chunk}")
 
-    import dask
-    import zarr
-
-    result = {
-        "benchmark": "simulation_scaling",
-        "aalr_jax_version": getattr(aalr_jax, "__version__", "unknown"),
-        "jax_version": jax.__version__,
-        "dask_version": dask.__version__,
-        "zarr_version": zarr.__version__,
-        "cpu_count": os.cpu_count(),
-        "machine": platform.machine(),
-        "python": platform.python_version(),
-        "seed": 0,
-        "note": "wall clock on a shared machine (load_average_1min shows other work running); "
-                "LocalCluster of single-threaded worker processes, warmed before timing; best of 2 runs",
-        "local": {"num_simulations": n, "seconds": local_seconds, "simulations_per_second": n / local_seconds},
-        "scaling": scaling,
-        "overhead": overhead,
-    }
+    result = dict(
+        benchmark="simulation_scaling",
+        versions={name: importlib.metadata.version(name) for name in ("aalr-jax", "jax", "dask", "distributed", "zarr")},
+        host={"cpu_count": os.cpu_count(), "machine": platform.machine(), "python": platform.python_version()},
+        seed=0,
+        note="wall clock on a shared machine (load_average_1min shows other work running); LocalCluster of "
+             "single-threaded worker processes, warmed before timing; best of 2 runs",
+        local={"num_simulations": n, "seconds": local_seconds, "simulations_per_second": n / local_seconds},
+        scaling=scaling,
+        overhead=overhead,
+    )
     os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
-    with open(args.output, "w") as f:
-        json.dump(result, f, indent=2)
+    atomic_write(args.output, lambda f: f.write(json.dumps(result, indent=2).encode()))
     print(f"wrote {args.output}")
 
 

@@ -175,3 +175,12 @@ def test_bad_arguments_name_themselves(tmp_path):
         simulate(KEY, (PRIOR, noisy), 10, backend="local", timeout=0)
     with pytest.raises(ValueError, match="client and workers apply to backend='dask'"):
         simulate(KEY, (PRIOR, noisy), 10, backend="local", workers=2)
+
+
+def test_cli_simulate_needs_an_output_or_a_store(capsys):
+    from aalr_jax import cli
+
+    assert cli.main(["simulate", "--num-simulations", "10", "--quiet"]) == 2
+    assert "simulate needs --output BANK.npz or --store BANK.zarr" in capsys.readouterr().err
+    assert cli.main(["simulate", "--num-simulations", "10", "--store", "bank.npz", "--quiet"]) == 2
+    assert "--store expects a path ending in .zarr, got 'bank.npz'" in capsys.readouterr().err
