@@ -95,7 +95,8 @@ def simulate(
     ``backend="jax"`` without ``store`` vmaps a JAX simulator in process (below). ``backend="local"``
     (serial, in process) and ``backend="dask"`` (a ``dask.distributed`` cluster) run a host simulator
     ``simulator(rng: numpy.random.Generator, theta: np.ndarray (d,)) -> x`` (NumPy, C++, a
-    subprocess...) with the seed of simulation i derived from ``(rng_key, i)``; ``store="bank.zarr"``
+    subprocess...) with the seed of simulation i derived from ``(rng_key, i)`` (a task keeps its JAX
+    simulator, vmapped over each chunk, with the key ``fold_in(key, i)``); ``store="bank.zarr"``
     writes the bank chunk by chunk to a resumable Zarr store and returns a lazy
     :class:`~aalr_jax.store.ZarrBank`. Those runs, their options (``client``, ``workers``,
     ``timeout``) and the per-simulation failures are described in :mod:`aalr_jax.distributed`.

@@ -177,6 +177,9 @@ def simulate_chunks(rng_key, problem, num_simulations: int, *, backend: str = "l
         raise ValueError(f"chunk_size must be a positive integer or None, got {chunk_size!r}")
     if timeout is not None and not timeout > 0:
         raise ValueError(f"timeout must be a positive number of seconds or None, got {timeout!r}")
+    if client is not None and workers is not None:
+        raise ValueError(f"workers sizes the LocalCluster started when client is None, got workers={workers} "
+                         "and a client")
     if backend != "dask" and (client is not None or workers is not None):
         raise ValueError(f"client and workers apply to backend='dask', got backend={backend!r}")
     prior, simulator = resolve_problem(problem)

@@ -226,7 +226,8 @@ def fit_store(rng_key, bank, *, hidden_features=(128, 128, 128), activation="sel
         train_chunks: the chunks to train on (default: every completed chunk not held out).
 
     Returns:
-        ``FitResult(estimator, history)``; ``history`` as in :func:`aalr_jax.train.fit`.
+        ``FitResult(estimator, history)``; ``history`` as in :func:`aalr_jax.train.fit`. After the
+        call, ``fit_store.last_stream`` is the :class:`ChunkStream` it read through (its accounting).
     """
     from aalr_jax import train as _train
 
