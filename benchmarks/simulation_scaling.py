@@ -5,7 +5,8 @@ of single-threaded worker processes that is started (and warmed with one small r
 
 1. Scaling: a simulator of about 10 ms a call (``time.sleep(0.01)`` plus a little NumPy) run by
    ``backend="local"`` (serial, in process: the reference) and by ``backend="dask"`` on 1, 2, ...
-   workers (``--workers``); simulations per second and the speed-up over ``local``.
+   workers (``--workers``) in the same chunks (``--chunk-size``, so that only the workers change);
+   simulations per second and the speed-up over ``local``.
 2. Per-simulation overhead: a ~0 ms simulator (two normal draws) in default chunks; seconds per
    simulation of ``local`` and of ``dask`` on one worker, and their difference (what the engine adds).
 3. Per-task overhead: the same simulator with ``chunk_size=1``, one Dask task per simulation; the
@@ -75,6 +76,8 @@ def main(argv=None) -> None:
     parser.add_argument("--num-simulations", type=int, default=400, help="10 ms simulations per run (default 400)")
     parser.add_argument("--overhead-simulations", type=int, default=20_000,
                         help="~0 ms simulations for the per-simulation overhead (default 20000)")
+    parser.add_argument("--chunk-size", type=int, default=25,
+                        help="simulations per task in the scaling runs, the same for every worker count (default 25)")
     parser.add_argument("--tasks", type=int, default=200, help="one-simulation tasks for the per-task overhead")
     parser.add_argument("--output", default=os.path.join(HERE, "results", "simulation_scaling.json"))
     args = parser.parse_args(argv)
@@ -91,8 +94,8 @@ def main(argv=None) -> None:
         with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
                           dashboard_address=":0") as cluster, Client(cluster) as client:
             timed(4 * workers, ten_ms, repeats=1, backend="dask", client=client)  # warm: workers up and serving
-            seconds = timed(n, ten_ms, backend="dask", client=client)
-            row = {"workers": workers, "num_simulations": n, "seconds": seconds,
+            seconds = timed(n, ten_ms, backend="dask", client=client, chunk_size=args.chunk_size)
+            row = {"workers": workers, "num_simulations": n, "chunk_size": args.chunk_size, "seconds": seconds,
                    "simulations_per_second": n / seconds, "speedup_over_local": local_seconds / seconds,
                    "load_average_1min": os.getloadavg()[0]}
             scaling.append(row)
