@@ -159,8 +159,8 @@ def test_ctrl_c_leaves_a_resumable_store(tmp_path):
 
 def test_jax_task_in_a_store_equals_the_local_backend(tmp_path):
     task = aalr_jax.tasks.get("two_moons")
-    store = simulate(KEY, task, 250, backend="jax", store=tmp_path / "t.zarr", chunk_size=64, progress=False)
-    local = simulate(KEY, task, 250, backend="local", chunk_size=100, progress=False)
+    store = simulate(KEY, task, 250, backend="jax", store=tmp_path / "t.zarr", chunk_size=50, progress=False)
+    local = simulate(KEY, task, 250, backend="local", chunk_size=125, progress=False)  # other chunks, same bank
     np.testing.assert_array_equal(np.asarray(store.to_memory().x), np.asarray(local.x))
     assert store.config["contract"] == "jax" and store.config["simulator"] == "task:two_moons"
     assert np.unique(np.asarray(local.x), axis=0).shape[0] == 250  # 250 distinct simulations

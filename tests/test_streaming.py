@@ -82,7 +82,7 @@ def test_streamed_training_matches_in_memory_training(store):
 
 def test_ensemble_from_a_store(store):
     key = jax.random.PRNGKey(3)
-    result = aalr_jax.fit_ensemble(key, store, 2, max_epochs=3, batch_size=64, learning_rate=3e-3,
+    result = aalr_jax.fit_ensemble(key, store, 2, max_epochs=2, batch_size=64, learning_rate=3e-3,
                                    hidden_features=(16,), progress=False)
     assert len(result.histories) == 2
     for history in result.histories:  # each member learns
