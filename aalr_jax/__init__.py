@@ -16,6 +16,7 @@ from aalr_jax.chains import PosteriorSamples
 from aalr_jax.ratio_posterior import Posterior, posterior
 from aalr_jax.samplers import HMC, NUTS, RWMH, resolve_sampler
 from aalr_jax.sampling import sample_posterior
+from aalr_jax.store import ZarrBank, load_bank
 from aalr_jax.types import ExactLikelihood, SimulationBank
 from aalr_jax.train import EnsembleFitResult, FitResult, TrainHistory, fit, fit_ensemble
 
@@ -39,8 +40,10 @@ __all__ = [
     "RatioEstimator",
     "SimulationBank",
     "TrainHistory",
+    "ZarrBank",
     "fit",
     "fit_ensemble",
+    "load_bank",
     "load_estimator",
     "posterior",
     "priors",

@@ -28,6 +28,7 @@ import numpy as np
 import aalr_jax
 from aalr_jax import diagnostics, io, plotting, priors, tasks
 from aalr_jax.data import load_bank, save_bank, simulate
+from aalr_jax.store import is_store_path, load_bank as load_any_bank
 from aalr_jax.sampling import METHODS, default_thin, resolve_independence, resolve_method, sample_posterior
 from aalr_jax.train import DEFAULT_RATIO_WEIGHTING, fit, fit_ensemble
 
@@ -179,13 +180,15 @@ def build_parser() -> argparse.ArgumentParser:
                                            "save the bank as .npz.")
     _add_task(simulate_, default=DEFAULT_TASK, help="built-in task (default: %(default)s)")
     _add_simulation_options(simulate_)
-    simulate_.add_argument("--output", required=True, metavar="BANK.npz", help="file to write the bank to")
+    simulate_.add_argument("--output", metavar="BANK.npz", help="file to write the bank to (or --store)")
+    _add_cluster_options(simulate_)
     _add_common_options(simulate_)
     simulate_.set_defaults(handler=_cmd_simulate)
 
     train = sub.add_parser("train", help="train a ratio estimator on a saved bank",
                            description="Train a ratio estimator on a bank written by 'simulate' and save it.")
-    train.add_argument("--bank", required=True, metavar="BANK.npz", help="simulation bank written by 'simulate'")
+    train.add_argument("--bank", required=True, metavar="BANK.npz|BANK.zarr",
+                       help="simulation bank written by 'simulate' (a .zarr store streams its minibatches)")
     train.add_argument("--output", required=True, metavar="ESTIMATOR.npz", help="file to write the estimator to")
     _add_task(train, default=None,
               help="task the bank was simulated from; checked against the bank and stored in the estimator's "
@@ -465,6 +468,10 @@ def _cmd_run(args) -> int:
 
 def _cmd_simulate(args) -> int:
     task, timings = tasks.get(args.task), {}
+    if args.store or args.scheduler or args.workers:
+        return _simulate_on_cluster(args, task)
+    if args.output is None:
+        raise ValueError("simulate needs --output BANK.npz or --store BANK.zarr")
     with _phase(args, timings, "simulate", f"simulating {args.num_simulations} {task.name} simulations"):
         bank = simulate(_key(args, "simulate"), task, args.num_simulations, progress=not args.quiet)
         save_bank(args.output, bank)
@@ -473,8 +480,11 @@ def _cmd_simulate(args) -> int:
 
 
 def _cmd_train(args) -> int:
-    _require_file(args.bank, "bank")
-    bank = load_bank(args.bank)
+    if is_store_path(args.bank):
+        bank = load_any_bank(args.bank)  # a Zarr store, read lazily
+    else:
+        _require_file(args.bank, "bank")
+        bank = load_bank(args.bank)
     if args.task is not None:
         _check_compatible(tasks.get(args.task), bank.theta.shape[1], bank.x.shape[1:], f"bank {args.bank}")
     estimator, metadata = _train(args, bank, args.task, {})
@@ -638,6 +648,39 @@ def _cmd_diagnose(args) -> int:
     aucs = ", ".join(f"{a:.3f}±{s:.3f}" for a, s in zip(roc.auc, roc.auc_std))
     print(f"{PROG}: {task.name}: coverage {coverage.verdict}, SBC {'uniform' if sbc.uniform else 'not uniform'}, "
           f"ROC AUC {aucs}, E[r̂] {norm.mean[0]:.3f}±{norm.stderr[0]:.3f}; outputs in {os.path.abspath(args.output)}")
+    return 0
+
+
+# ----------------------------------------------------------------------------- clusters and stores
+
+
+def _add_cluster_options(parser) -> None:
+    group = parser.add_argument_group("cluster and store (aalr_jax.distributed)")
+    group.add_argument("--store", metavar="BANK.zarr",
+                       help="write the bank chunk by chunk to a Zarr store; the same command resumes an interrupted run")
+    group.add_argument("--scheduler", metavar="ADDRESS",
+                       help="Dask scheduler to run the simulations on, e.g. tcp://host:8786 (default: a local cluster)")
+    group.add_argument("--workers", type=_positive_int, default=None, metavar="N",
+                       help="worker processes of the local Dask cluster (default: the machine's cores)")
+    group.add_argument("--chunk-size", type=_positive_int, default=None, metavar="C",
+                       help="simulations per Dask task and per Zarr chunk (default: chosen from n and the workers)")
+
+
+def _simulate_on_cluster(args, task) -> int:
+    """``simulate`` on Dask (a LocalCluster or ``--scheduler``), into ``--store`` and/or ``--output``."""
+    if args.scheduler and args.workers:
+        raise ValueError("--workers sizes a local cluster; with --scheduler the cluster has its own workers")
+    if not (args.store or args.output):
+        raise ValueError("simulate needs --output BANK.npz or --store BANK.zarr")
+    if args.store and not is_store_path(args.store):
+        raise ValueError(f"--store expects a path ending in .zarr, got {args.store!r}")
+    bank = simulate(_key(args, "simulate"), task, args.num_simulations, backend="dask", store=args.store,
+                    client=args.scheduler, workers=args.workers, chunk_size=args.chunk_size,
+                    progress=not args.quiet)
+    if args.output:
+        save_bank(args.output, bank.to_memory() if args.store else bank)
+    where = ", ".join(os.path.abspath(p) for p in (args.store, args.output) if p)
+    print(f"{PROG}: wrote {bank.num_simulations} simulations to {where}")
     return 0
 
 

@@ -83,25 +83,47 @@ def simulate(
     task_or_prior_and_simulator,
     num_simulations: int,
     *,
-    chunk_size: int = 100_000,
+    chunk_size: int | None = None,
     on_invalid: str = "raise",
     progress: bool = True,
+    backend: str = "jax",
+    store=None,
+    **engine_options,
 ) -> SimulationBank:
     """Draw a simulation bank from the prior and the simulator.
+
+    ``backend="jax"`` without ``store`` vmaps a JAX simulator in process (below). ``backend="local"``
+    (serial, in process) and ``backend="dask"`` (a ``dask.distributed`` cluster) run a host simulator
+    ``simulator(rng: numpy.random.Generator, theta: np.ndarray (d,)) -> x`` (NumPy, C++, a
+    subprocess...) with the seed of simulation i derived from ``(rng_key, i)`` (a task keeps its JAX
+    simulator, vmapped over each chunk, with the key ``fold_in(key, i)``); ``store="bank.zarr"``
+    writes the bank chunk by chunk to a resumable Zarr store and returns a lazy
+    :class:`~aalr_jax.store.ZarrBank`. Those runs, their options (``client``, ``workers``,
+    ``timeout``) and the per-simulation failures are described in :mod:`aalr_jax.distributed`.
 
     Args:
         rng_key: PRNG key.
         task_or_prior_and_simulator: a task, or ``(prior, simulator)`` with a numpyro prior of event
             shape ``(d,)`` and ``simulator(rng_key, theta: (d,)) -> x`` for one example.
         num_simulations: n, the number of pairs.
-        chunk_size: simulations per compiled call (bounds memory).
+        chunk_size: simulations per compiled call (bounds memory); default 100_000 (for the other
+            backends and stores, :func:`aalr_jax.distributed.default_chunk_size`).
         on_invalid: ``"raise"`` (default) on any non-finite simulation, or ``"drop"`` to discard
             them with a warning (the bank then has fewer than n rows).
         progress: show a progress bar over chunks.
+        backend: ``"jax"``, ``"local"`` or ``"dask"``.
+        store: path of a Zarr store to write (or resume), or ``None``.
+        **engine_options: ``client``, ``workers``, ``timeout`` (:func:`aalr_jax.distributed.simulate_chunks`).
 
     Returns:
-        ``SimulationBank(theta (n, d), x (n, *x_shape))`` in float32.
+        ``SimulationBank(theta (n, d), x (n, *x_shape))`` in float32, or a ``ZarrBank`` with ``store``.
     """
+    if backend != "jax" or store is not None or engine_options:  # host simulators, Dask, Zarr stores
+        from aalr_jax.distributed import simulate_chunks
+
+        return simulate_chunks(rng_key, task_or_prior_and_simulator, num_simulations, backend=backend, store=store,
+                               chunk_size=chunk_size, on_invalid=on_invalid, progress=progress, **engine_options)
+    chunk_size = 100_000 if chunk_size is None else chunk_size
     prior, simulator = resolve_problem(task_or_prior_and_simulator)
     if int(num_simulations) != num_simulations or num_simulations < 1:
         raise ValueError(f"num_simulations must be a positive integer, got {num_simulations}")

@@ -35,7 +35,8 @@ from tqdm.auto import tqdm
 
 from aalr_jax.data import split_bank
 from aalr_jax.losses import DEFAULT_RATIO_WEIGHTING, LossConfig, aalr_loss, objective, pair_logits, plain_loss
-from aalr_jax.nn import NetworkConfig, RatioEnsemble, RatioEstimator, init_estimator, standardization_from
+from aalr_jax.nn import (NetworkConfig, RatioEnsemble, RatioEstimator, Standardization, init_estimator,
+                         standardization_from)
 from aalr_jax.types import SimulationBank
 from aalr_jax.validation import check_key, check_number, check_real_array, positive_int
 
@@ -348,14 +349,38 @@ class EnsembleFitResult(NamedTuple):
     validation_loss: float
 
 
-def _train(rng_key, trainer: Trainer, estimator, train: SimulationBank, val: SimulationBank,
-           schedule: _Schedule, progress: bool) -> FitResult:
+class TrainingData(NamedTuple):
+    """Where training reads its minibatches: what :func:`fit` needs of a bank in memory or on disk.
+
+    Attributes:
+        standardization: z-scoring statistics of the training simulations.
+        num_train: number of training simulations.
+        validation: the held-out :class:`SimulationBank`, in memory.
+        epoch_fn: ``epoch_fn(trainer, batch_size) -> run_epoch``, where ``run_epoch(rng_key, state)
+            -> (state, TrainInfo)`` takes ``num_train // batch_size`` optimizer steps.
+    """
+
+    standardization: Standardization
+    num_train: int
+    validation: SimulationBank
+    epoch_fn: Callable
+
+
+def _in_memory_data(rng_key, bank: SimulationBank, validation_fraction: float, validation_bank) -> TrainingData:
+    """``bank`` split (unless ``validation_bank`` is given) for training in one compiled epoch."""
+    train, val = split_bank(rng_key, bank, validation_fraction) if validation_bank is None else (bank, validation_bank)
+    return TrainingData(standardization_from(train.theta, train.x), train.num_simulations, val,
+                        lambda trainer, batch_size: lambda key, state: trainer.epoch(key, state, train))
+
+
+def _train(rng_key, trainer: Trainer, estimator, run_epoch: Callable, val: SimulationBank, schedule: _Schedule,
+           progress: bool) -> FitResult:
     """Epochs until ``patience`` epochs pass without a lower validation loss; the best estimator."""
     start = time.perf_counter()
     state, best, best_epoch, best_loss, rows = trainer.init(estimator), estimator, 0, np.inf, []
     bar = tqdm(range(schedule.max_epochs), desc="train", unit="epoch", disable=not progress, leave=False)
     for i in bar:
-        state, info = trainer.epoch(jax.random.fold_in(rng_key, i), state, train)
+        state, info = run_epoch(jax.random.fold_in(rng_key, i), state)
         current = trainer.estimator(state)
         val_loss = evaluate(current, val)
         rows.append((float(info.loss), val_loss, float(info.objective)))
@@ -428,9 +453,13 @@ def fit(
     Returns:
         ``FitResult(estimator, history)``: the estimator with the lowest validation loss and its
         :class:`TrainHistory` (which records the batch size, learning rate and β used).
+
+    A bank in a Zarr store (:class:`aalr_jax.store.ZarrBank`) trains from shuffled minibatches
+    streamed from disk (:mod:`aalr_jax.streaming`); its held-out data are whole chunks.
     """
     rng_key = check_key("rng_key", rng_key)
-    bank = _checked_bank(bank)
+    on_disk = getattr(bank, "is_store", False)
+    bank = bank if on_disk else _checked_bank(bank)
     network, loss = _configs(network, loss, options, bank)
     schedule = _checked_schedule(optimizer, learning_rate, batch_size, max_epochs, patience, validation_fraction,
                                  ema_decay)
@@ -441,14 +470,17 @@ def fit(
                              f"x (n, *{tuple(bank.x.shape[1:])}), got theta {validation_bank.theta.shape} and "
                              f"x {validation_bank.x.shape}")
     key_split, key_init, key_epochs = jax.random.split(rng_key, 3)
-    if validation_bank is None:
-        train, val = split_bank(key_split, bank, validation_fraction)
+    if on_disk:
+        from aalr_jax.streaming import store_data  # lazy: zarr is an optional dependency
+
+        data = store_data(key_split, bank, validation_fraction, validation_bank)
     else:
-        train, val = bank, validation_bank
-    schedule = _resolved(schedule, loss, train.num_simulations, val.num_simulations)
-    estimator = init_estimator(key_init, network, standardization_from(train.theta, train.x))
+        data = _in_memory_data(key_split, bank, validation_fraction, validation_bank)
+    schedule = _resolved(schedule, loss, data.num_train, data.validation.num_simulations)
+    estimator = init_estimator(key_init, network, data.standardization)
     trainer = build_trainer(schedule.optimizer, schedule.batch_size, loss=loss, ema_decay=schedule.ema_decay)
-    return _train(key_epochs, trainer, estimator, train, val, schedule, progress)
+    return _train(key_epochs, trainer, estimator, data.epoch_fn(trainer, schedule.batch_size), data.validation,
+                  schedule, progress)
 
 
 def fit_ensemble(
@@ -483,11 +515,17 @@ def fit_ensemble(
     """
     rng_key = check_key("rng_key", rng_key)
     num_members = positive_int("num_members", num_members)
-    bank = _checked_bank(bank)
+    on_disk = getattr(bank, "is_store", False)
+    bank = bank if on_disk else _checked_bank(bank)
     key_split, key_members = jax.random.split(rng_key)
     if validation_bank is None:
         check_number("validation_fraction", validation_fraction, low=0.0, high=1.0, low_open=True, high_open=True)
-        bank, validation_bank = split_bank(key_split, bank, validation_fraction)
+        if on_disk:  # whole chunks held out once; every member streams the same training chunks
+            from aalr_jax.streaming import split_store
+
+            bank, validation_bank = split_store(key_split, bank, validation_fraction)
+        else:
+            bank, validation_bank = split_bank(key_split, bank, validation_fraction)
     validation_bank = _checked_bank(validation_bank, "validation_bank")
     members, histories = [], []
     for m in tqdm(range(num_members), desc="ensemble", unit="member", disable=not progress):
