@@ -20,32 +20,15 @@ the sampler that ran, ``thin``, ``num_warmup`` and ``num_chains``.
 
 from __future__ import annotations
 
-from typing import NamedTuple
-
 import jax
 
-from aalr_jax import chains, samplers
-from aalr_jax.adaptation import RWMH_METRIC_POOLING
-from aalr_jax.chains import ChainResult, PosteriorSamples
+from aalr_jax.chains import PosteriorSamples
 from aalr_jax.ratio_posterior import posterior, run_settings
 from aalr_jax.samplers import METHODS, resolve_sampler
 from aalr_jax.types import ExactLikelihood
 from aalr_jax.validation import check_key, positive_int
 
-__all__ = [
-    "ChainResult",
-    "ExactLikelihood",
-    "METHODS",
-    "PosteriorSamples",
-    "RWMH_METRIC_POOLING",
-    "SamplerConfig",
-    "default_thin",
-    "resolve_independence",
-    "resolve_method",
-    "resolve_sampler",
-    "run_chains",
-    "sample_posterior",
-]
+__all__ = ["ExactLikelihood", "METHODS", "PosteriorSamples", "resolve_sampler", "sample_posterior"]
 
 
 def sample_posterior(rng_key: jax.Array, estimator, prior, x_obs, *, method="auto", num_samples: int = 10_000,
@@ -89,54 +72,3 @@ def sample_posterior(rng_key: jax.Array, estimator, prior, x_obs, *, method="aut
                                      num_warmup=num_warmup, thin=thin, init=init,
                                      num_init_candidates=num_init_candidates, **options)
     return post._run(rng_key, positive_int("num_samples", num_samples), sampler, settings, strict)
-
-
-def run_chains(rng_key: jax.Array, logdensity_fn, initial_positions: jax.Array, config) -> ChainResult:
-    """:func:`aalr_jax.chains.run_chains` with its settings from one ``config``: a
-    :class:`SamplerConfig` (its method and options are resolved as ``sample_posterior`` does)."""
-    sampler = resolve_sampler(config.method, initial_positions.shape[-1], **config.sampler_options())
-    return chains.run_chains(rng_key, logdensity_fn, initial_positions, sampler, num_warmup=config.num_warmup,
-                             num_draws=config.num_draws, thin=config.thin)
-
-
-class SamplerConfig(NamedTuple):
-    """Flat settings of one :func:`run_chains` call, for scripts that build their own targets.
-
-    The sampler options default as in :func:`sample_posterior` (``None``: the sampler's default);
-    ``num_draws`` and ``thin`` are per chain.
-    """
-
-    method: str = "auto"
-    num_chains: int = 100
-    num_warmup: int = 500
-    num_draws: int = 100
-    thin: int = 1
-    num_integration_steps: int = 10
-    max_num_doublings: int = 10
-    dense_metric: bool = True
-    target_acceptance: float | None = None
-    independence_prob: float | None = None
-    independence_components: int = 128
-    independence_bandwidth: float | None = None
-    independence_defensive: float = 0.2
-
-    def sampler_options(self) -> dict:
-        """The fields that belong to the sampler values (:mod:`aalr_jax.samplers`)."""
-        fields = {f for cls in samplers.SAMPLERS.values() for f in cls._fields}
-        return {name: value for name, value in self._asdict().items() if name in fields}
-
-
-def resolve_method(method: str, dim: int) -> str:
-    """The kernel name that ``method`` names for ``dim`` parameters (``"auto"``: RWMH up to 4-D, else HMC)."""
-    return resolve_sampler(method, dim).name
-
-
-def resolve_independence(method: str, dim: int, prob: float | None) -> float:
-    """The independence-move probability that ``method`` runs with (``None``: the default)."""
-    sampler = resolve_sampler(method, dim, independence_prob=prob)
-    return float(getattr(sampler, "independence_prob", 0.0))
-
-
-def default_thin(method: str, independence_prob: float = 0.0) -> int:
-    """Thinning when ``thin`` is not given, for ``method`` (not ``"auto"``) and its independence moves."""
-    return samplers.SAMPLERS[method](**({"independence_prob": independence_prob} if method == "rwmh" else {})).default_thin

@@ -23,7 +23,9 @@ import jax
 import numpy as np
 
 from aalr_jax import sample_posterior, tasks
-from aalr_jax.sampling import RWMH_METRIC_POOLING, ExactLikelihood, default_thin, resolve_independence
+from aalr_jax.adaptation import RWMH_METRIC_POOLING
+from aalr_jax.samplers import resolve_sampler
+from aalr_jax.sampling import ExactLikelihood
 from sbibm import c2st_scores
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -49,9 +51,10 @@ def floor(task, sampler: str, xs, refs, key, c2st_batch: int) -> tuple[list, flo
 def parse_sampler(sampler: str, dim: int) -> tuple[str, int, float, int]:
     """``method[:thin[:independence_prob[:num_warmup]]]`` -> (method, thin, prob, num_warmup), defaults filled in."""
     method, thin, prob, warmup = (sampler.split(":") + ["", "", ""])[:4]
-    prob = resolve_independence(method, dim, float(prob) if prob else None)
+    sampler = resolve_sampler(method, dim, **({"independence_prob": float(prob)} if prob else {}))
+    prob = getattr(sampler, "independence_prob", 0.0)
     warmup = int(warmup) if warmup else inspect.signature(sample_posterior).parameters["num_warmup"].default
-    return method, int(thin) if thin else default_thin(method, prob), prob, warmup
+    return method, int(thin) if thin else sampler.default_thin, prob, warmup
 
 
 def markdown(rows) -> str:

@@ -11,7 +11,7 @@ estimator:
 
 Three measurements:
 
-1. *compiled chains*: both targets through :func:`aalr_jax.sampling.run_chains` with identical
+1. *compiled chains*: both targets through :func:`aalr_jax.chains.run_chains` with identical
    settings, keys and initial positions, each under one ``jax.jit``; MCMC steps per second
    (chains × steps / seconds of a second, compiled call). XLA's while-loop-invariant code motion
    may hoist the naive target's embedding out of the sampler's loops by itself (``x_obs`` is a
@@ -40,6 +40,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -49,7 +50,8 @@ import optax
 from aalr_jax import SimulationBank, fit, io, priors, simulate
 from aalr_jax.nn import NetworkConfig, init_estimator, standardization_from
 from aalr_jax.logdensity import embed_observations, unconstrained_log_posterior
-from aalr_jax.sampling import SamplerConfig, run_chains
+from aalr_jax.chains import run_chains
+from aalr_jax.samplers import HMC, RWMH, resolve_sampler
 from aalr_jax.tasks import lensing
 from aalr_jax.train import build_trainer
 
@@ -80,29 +82,42 @@ def naive_log_density(estimator, prior, x_obs, transform):
     return logdensity
 
 
-def mcmc_rates(estimator, prior, x_obs, config: SamplerConfig, seed: int) -> dict:
+class ChainSettings(NamedTuple):
+    """One compiled-chain comparison: a sampler value and the chains' lengths."""
+
+    sampler: object
+    num_chains: int
+    num_warmup: int
+    num_draws: int
+    thin: int = 1
+
+
+def mcmc_rates(estimator, prior, x_obs, config: ChainSettings, seed: int) -> dict:
     transform = priors.support_transform(prior)
     key_init, key_run = jax.random.split(jax.random.PRNGKey(seed))
     u0 = transform.inv(prior.sample(key_init, (config.num_chains,)))
+    sampler = resolve_sampler(config.sampler, prior.event_shape[0])
+    run = lambda fn, u: run_chains(key_run, fn, u, sampler, num_warmup=config.num_warmup,
+                                   num_draws=config.num_draws, thin=config.thin)
 
     @jax.jit
     def embed_once(estimator, x_obs, u0):
         features = embed_observations(estimator, x_obs, iid=False)
-        return run_chains(key_run, unconstrained_log_posterior(estimator, prior, features, transform), u0, config)
+        return run(unconstrained_log_posterior(estimator, prior, features, transform), u0)
 
     @jax.jit
     def embed_every_step(estimator, x_obs, u0):
-        return run_chains(key_run, naive_log_density(estimator, prior, x_obs, transform), u0, config)
+        return run(naive_log_density(estimator, prior, x_obs, transform), u0)
 
     steps = config.num_chains * (config.num_warmup + config.num_draws * config.thin)
     once = _time(embed_once, estimator, x_obs, u0)
     every = _time(embed_every_step, estimator, x_obs, u0)
     a, b = embed_once(estimator, x_obs, u0), embed_every_step(estimator, x_obs, u0)
     return {
-        "method": config.method,
+        "method": sampler.name,
         "num_chains": config.num_chains,
         "steps_per_chain": config.num_warmup + config.num_draws * config.thin,
-        "num_integration_steps": config.num_integration_steps if config.method == "hmc" else None,
+        "num_integration_steps": getattr(sampler, "num_integration_steps", None),
         "embed_once_steps_per_s": steps / once,
         "embed_every_step_steps_per_s": steps / every,
         "speedup": every / once,
@@ -129,12 +144,11 @@ def call_rates(estimator, prior, x_obs, num_chains: int, seed: int) -> dict:
             "embed_every_step_evals_per_s": num_chains / t_every, "speedup": t_every / t_once}
 
 
-def sampler_configs(quick: bool) -> list[SamplerConfig]:
+def sampler_configs(quick: bool) -> list[ChainSettings]:
     chains, warmup, draws = (8, 20, 20) if quick else (100, 100, 100)
-    return [
-        SamplerConfig(method="rwmh", num_chains=chains, num_warmup=warmup, num_draws=draws),
-        SamplerConfig(method="hmc", num_chains=chains, num_warmup=warmup // 2, num_draws=draws // 2,
-                      num_integration_steps=5),
+    return [  # the plain random walk and HMC: the same per-step cost with and without the embedding
+        ChainSettings(RWMH(independence_prob=0.0), chains, warmup, draws),
+        ChainSettings(HMC(num_integration_steps=5), chains, warmup // 2, draws // 2),
     ]
 
 

@@ -43,7 +43,7 @@ from tqdm.auto import tqdm
 import aalr_jax
 from aalr_jax import fit, fit_ensemble, sample_posterior, simulate, tasks
 from aalr_jax.diagnostics import c2st
-from aalr_jax.sampling import default_thin, resolve_independence, resolve_method
+from aalr_jax.samplers import resolve_sampler
 from aalr_jax.train import DEFAULT_RATIO_WEIGHTING
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -167,8 +167,9 @@ def options_label(row: dict) -> str:
     flags += [f"--patience {row['patience']}"] if (row.get("patience") or 50) != 50 else []
     flags += ["--theta-bound none"] if not row.get("theta_bound") else []
     dim = tasks.get(row["task"]).theta_dim
-    flags += [f"--method {row['method']}"] if row["method"] != resolve_method("auto", dim) else []
-    if resolve_independence(row["method"], dim, None) and not row.get("independence_prob"):
+    auto = resolve_sampler("auto", dim)
+    flags += [f"--method {row['method']}"] if row["method"] != auto.name else []
+    if getattr(resolve_sampler(row["method"], dim), "independence_prob", 0.0) and not row.get("independence_prob"):
         flags += ["--independence-prob 0"]
     return " ".join(f"`{f}`" for f in flags) or "defaults"
 
@@ -254,12 +255,11 @@ def run_one(task_name: str, budget: int, observations, wheel, args) -> dict:
     times["train"] = time.perf_counter() - start
     data = [sbibm_observation(wheel, task_name, i) for i in observations]
     # "auto": RWMH up to 4-D, HMC beyond, as chosen on exact likelihoods (benchmarks/choose_sampler.py)
-    method = resolve_method(args.method, task.theta_dim)
-    independence_prob = resolve_independence(method, task.theta_dim, args.independence_prob)
+    options = {} if args.independence_prob is None else dict(independence_prob=args.independence_prob)
     x_obs = np.stack([d[0].reshape(task.x_shape) for d in data])
     start = time.perf_counter()
     post = sample_posterior(jax.random.fold_in(key, 2), estimator, task.prior, x_obs,
-                            method=method, num_samples=args.num_samples, independence_prob=independence_prob)
+                            method=args.method, num_samples=args.num_samples, **options)
     post.samples.block_until_ready()
     times["sample"] = time.perf_counter() - start
     start = time.perf_counter()
@@ -273,8 +273,8 @@ def run_one(task_name: str, budget: int, observations, wheel, args) -> dict:
     times["c2st"] = time.perf_counter() - start
     return dict(task=task_name, num_simulations=budget, observations=list(observations),
                 c2st=scores, c2st_backend=args.c2st_backend, c2st_mean=float(np.mean(scores)), c2st_std=float(np.std(scores)),
-                method=method, device=jax.devices()[0].device_kind, cpu_count=os.cpu_count(), jax=jax.__version__,
-                thin=default_thin(method, independence_prob), independence_prob=independence_prob, members=args.ensemble, num_negatives=args.num_negatives, ratio_weighting=args.ratio_weighting, ema_decay=histories[0].ema_decay, patience=args.patience, theta_bound=estimator.config.theta_bound, quadratic=estimator.config.quadratic, epochs=[len(h.train_loss) for h in histories],
+                method=post.sampler.name, device=jax.devices()[0].device_kind, cpu_count=os.cpu_count(), jax=jax.__version__,
+                thin=post.thin, independence_prob=getattr(post.sampler, "independence_prob", 0.0), members=args.ensemble, num_negatives=args.num_negatives, ratio_weighting=args.ratio_weighting, ema_decay=histories[0].ema_decay, patience=args.patience, theta_bound=estimator.config.theta_bound, quadratic=estimator.config.quadratic, epochs=[len(h.train_loss) for h in histories],
                 best_epoch=[h.best_epoch for h in histories],
                 acceptance=float(np.mean(post.acceptance_rate)), seconds=times,
                 published=published(task_name, budget))

@@ -8,7 +8,8 @@ import pytest
 from scipy import stats
 
 from aalr_jax import independence, sample_posterior
-from aalr_jax.sampling import ExactLikelihood, default_thin, resolve_independence
+from aalr_jax.samplers import HMC, RWMH, resolve_sampler
+from aalr_jax.sampling import ExactLikelihood
 
 POINTS = jnp.array([[0.0, 0.0], [2.0, 1.0], [-1.0, 3.0]])
 CHOLS = jnp.array([[[1.0, 0.0], [0.5, 2.0]], [[0.3, 0.0], [0.0, 0.3]], [[1.5, 0.0], [-1.0, 0.5]]])
@@ -96,9 +97,10 @@ def test_gaussian_posterior_recovered_with_independence_moves(num_chains, prob):
 
 
 def test_defaults_and_errors():
-    assert resolve_independence("rwmh", 2, None) == 0.9 and resolve_independence("rwmh", 4, None) == 0.9
-    assert resolve_independence("rwmh", 5, None) == 0.0 and resolve_independence("hmc", 2, None) == 0.0
-    assert default_thin("rwmh", 0.9) == 5 and default_thin("rwmh", 0.0) == 10 and default_thin("hmc") == 3
+    assert resolve_sampler("rwmh", 2).independence_prob == 0.9 and resolve_sampler("rwmh", 4).independence_prob == 0.9
+    assert resolve_sampler("rwmh", 5).independence_prob == 0.0 and not hasattr(resolve_sampler("hmc", 2), "independence_prob")
+    assert RWMH(independence_prob=0.9).default_thin == 5 and RWMH(independence_prob=0.0).default_thin == 10
+    assert HMC().default_thin == 3
     for kwargs, match in [(dict(independence_prob=1.5), r"independence_prob must lie in \[0, 1\], got 1.5"),
                           (dict(independence_prob=0.5, method="hmc"), r"independence_prob > 0 needs method='rwmh'"),
                           (dict(independence_bandwidth=0.0), r"independence_bandwidth must be positive"),

@@ -13,7 +13,8 @@ from aalr_jax import priors, sample_posterior, tasks
 from aalr_jax.adaptation import warmup_schedule
 from aalr_jax.chains import run_chains, sample_batch
 from aalr_jax.samplers import HMC, NUTS, RWMH
-from aalr_jax.sampling import ExactLikelihood, resolve_method
+from aalr_jax.samplers import resolve_sampler
+from aalr_jax.sampling import ExactLikelihood
 
 SIGMA = 0.5  # likelihood std of the Gaussian test problem
 PRIOR = dist.Normal(jnp.zeros(2), 1.0).to_event(1)
@@ -249,10 +250,10 @@ def test_auto_method_is_rwmh_in_low_and_hmc_in_high_dimension():
     """The default ``method="auto"``: RWMH (acceptance target 0.35 in 2-D; 0.2-0.55 per chain) for
     few parameters; HMC (target 0.8) in 10-D, where per-chain RWMH with the default warm-up does not converge
     (R-hat ≈ 1.3 on this problem, see choose_sampler.py) and HMC recovers the analytic posterior."""
-    assert [resolve_method("auto", d) for d in (1, 4, 5, 10)] == ["rwmh", "rwmh", "hmc", "hmc"]
-    assert resolve_method("nuts", 2) == "nuts" and resolve_method("rwmh", 10) == "rwmh"
+    assert [resolve_sampler("auto", d).name for d in (1, 4, 5, 10)] == ["rwmh", "rwmh", "hmc", "hmc"]
+    assert resolve_sampler("nuts", 2).name == "nuts" and resolve_sampler("rwmh", 10).name == "rwmh"
     with pytest.raises(ValueError, match="method must be one of"):
-        resolve_method("slice", 2)
+        resolve_sampler("slice", 2)
     # the random walk's own acceptance target (the default also mixes in independence moves)
     low = sample_posterior(jax.random.PRNGKey(8), MODEL, PRIOR, jnp.array([1.0, -0.5]), num_samples=4000,
                            independence_prob=0.0)
