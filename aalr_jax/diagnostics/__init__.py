@@ -1,4 +1,4 @@
-"""Judging a ratio estimator and its samples (see /work/shared/METHOD.md, "Judging the estimator").
+"""Judging a ratio estimator and its samples.
 
 * :mod:`~aalr_jax.diagnostics.mcmc`: R-hat, bulk/tail ESS, acceptance, divergences, stuck chains,
   with a mode-aware view; :func:`check` warns, :func:`to_inference_data` exports to ArviZ.
