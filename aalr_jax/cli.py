@@ -954,7 +954,7 @@ def _diagnose(args, path, estimator, task, metadata, loaded, sampler, use_grid, 
                                              num_divergent=loaded["num_divergent"], labels=labels,
                                              outside_training=loaded["outside_training"])
         record["mcmc_samples"] = {"file": os.path.abspath(args.samples), **_report_record(report)}
-        found["mcmc_samples"] = verdicts.mcmc_verdict([report], what=f"run ({args.samples})")
+        found["mcmc_samples"] = verdicts.mcmc_verdict([report], what="run of --samples")
         figures["traces.png"] = plotting.trace_plot(loaded["chains"], labels=labels, mode_labels=report.mode_labels,
                                                     title=f"{task.name}: traces of {args.samples}")
 

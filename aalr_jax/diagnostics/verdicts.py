@@ -253,7 +253,6 @@ def mcmc_verdict(reports, *, what: str = "posteriors") -> Verdict:
                 f"over {len(reports)} {what}")
     if not bad:
         return Verdict("mcmc", True, f"healthy: {evidence}", None, "")
-    first = bad[0].warnings[0]
-    text = f"{len(bad)} of {len(reports)} {what} with warnings ({evidence}); e.g. {first}"
+    text = f"{len(bad)} of {len(reports)} {what} with warnings ({evidence}); e.g. " + "; ".join(bad[0].warnings)
     return Verdict("mcmc", False, text, None, "more warm-up and draws (--num-warmup, --num-samples), or another "
                                               "--method; the other verdicts rest on these draws")
