@@ -194,6 +194,21 @@ def _add_common_options(parser) -> None:
     parser.add_argument("--debug", action="store_true", help="show the traceback of a failure")
 
 
+def _add_input(parser, flag: str, *, written_by: str, task_help: str) -> None:
+    """The saved input of a command (``--bank`` or ``--estimator``: the file or its folder) and ``--task``."""
+    name = flag[2:]
+    parser.add_argument(flag, required=True, metavar=name.upper(),
+                        help=f"{name}.npz written by {written_by}, or the folder that holds it")
+    _add_task(parser, default=None, help=task_help)
+
+
+def _finish(parser, handler, *, default: str, writes: str) -> None:
+    """The options every command shares (output folder, seed, verbosity) and its handler."""
+    _add_output(parser, default=default, writes=writes)
+    _add_common_options(parser)
+    parser.set_defaults(handler=handler)
+
+
 def build_parser() -> argparse.ArgumentParser:
     import aalr_jax
 
@@ -212,41 +227,32 @@ def build_parser() -> argparse.ArgumentParser:
     _add_simulation_options(run.add_argument_group("simulation"))
     _add_training_options(run)
     _add_sampling_options(run)
-    _add_output(run, default=DEFAULT_OUTPUT, writes="estimator.npz, samples.npz, corner.png, summary.json")
-    _add_common_options(run)
-    run.set_defaults(handler=_plan_run)
+    _finish(run, _plan_run, default=DEFAULT_OUTPUT, writes="estimator.npz, samples.npz, corner.png, summary.json")
 
     simulate_ = sub.add_parser("simulate", help="draw a simulation bank and save it (FOLDER/bank.npz)",
                                description="Draw θ from the task's prior and x from its simulator; save the "
                                            "bank, with its task and prior, as FOLDER/bank.npz.")
     _add_task(simulate_, default=DEFAULT_TASK, help="built-in task (default: %(default)s)")
     _add_simulation_options(simulate_)
-    _add_output(simulate_, default=DEFAULT_OUTPUT, writes="bank.npz")
-    _add_common_options(simulate_)
-    simulate_.set_defaults(handler=_plan_simulate)
+    _finish(simulate_, _plan_simulate, default=DEFAULT_OUTPUT, writes="bank.npz")
 
-    train = sub.add_parser("train", help="train a ratio estimator on a saved bank (FOLDER/estimator.npz)",
-                           description="Train a ratio estimator on a bank written by 'simulate' and save it, "
-                                       "with its task, as FOLDER/estimator.npz.")
-    train.add_argument("--bank", required=True, metavar="BANK",
-                       help="bank.npz written by 'simulate', or the folder that holds it")
-    _add_task(train, default=None,
-              help="task the bank was simulated from; default: the bank's record (checked against it)")
-    _add_training_options(train)
-    _add_output(train, default=DEFAULT_OUTPUT, writes="estimator.npz")
-    _add_common_options(train)
-    train.set_defaults(handler=_plan_train)
-
-    sample = sub.add_parser("sample", help="sample the posterior of an observation with a saved estimator",
-                            description="Sample the posterior of an observation with an estimator written by "
-                                        "'train' or 'run'; writes samples.npz, corner.png and summary.json.")
-    sample.add_argument("--estimator", required=True, metavar="ESTIMATOR",
-                        help="estimator.npz written by 'train' or 'run', or the folder that holds it")
-    _add_task(sample, default=None, help="task (prior, labels, default observation); default: the estimator's record")
-    _add_sampling_options(sample)
-    _add_output(sample, default=DEFAULT_OUTPUT, writes="samples.npz, corner.png, summary.json")
-    _add_common_options(sample)
-    sample.set_defaults(handler=_plan_sample)
+    steps = (  # the commands that read one saved input and write one step's outputs
+        ("train", "train a ratio estimator on a saved bank (FOLDER/estimator.npz)",
+         "Train a ratio estimator on a bank written by 'simulate' and save it, with its task, as "
+         "FOLDER/estimator.npz.", "--bank", "'simulate'",
+         "task the bank was simulated from; default: the bank's record (checked against it)",
+         _add_training_options, _plan_train, "estimator.npz"),
+        ("sample", "sample the posterior of an observation with a saved estimator",
+         "Sample the posterior of an observation with an estimator written by 'train' or 'run'; writes "
+         "samples.npz, corner.png and summary.json.", "--estimator", "'train' or 'run'",
+         "task (prior, labels, default observation); default: the estimator's record",
+         _add_sampling_options, _plan_sample, "samples.npz, corner.png, summary.json"),
+    )
+    for name, help_, description, flag, written_by, task_help, add_options, handler, writes in steps:
+        step = sub.add_parser(name, help=help_, description=description)
+        _add_input(step, flag, written_by=written_by, task_help=task_help)
+        add_options(step)
+        _finish(step, handler, default=DEFAULT_OUTPUT, writes=writes)
 
     diagnose = sub.add_parser(
         "diagnose", help="judge a saved estimator: coverage, SBC, ROC, normalisation, MCMC health",
@@ -255,9 +261,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "and, with --samples, MCMC health and trace plots of a 'sample' run; each verdict states "
                     "its evidence and its power. Writes coverage.png, sbc.png, roc.png, traces.png and "
                     "diagnostics.json.")
-    diagnose.add_argument("--estimator", required=True, metavar="ESTIMATOR",
-                          help="estimator.npz written by 'train' or 'run', or the folder that holds it")
-    _add_task(diagnose, default=None, help="task (prior and simulator); default: the estimator's record")
+    _add_input(diagnose, "--estimator", written_by="'train' or 'run'",
+               task_help="task (prior and simulator); default: the estimator's record")
     diagnose.add_argument("--num-pairs", type=_positive_int, default=200, metavar="N",
                           help="(θ*, x) pairs from the joint for coverage and SBC (default: %(default)s)")
     diagnose.add_argument("--samples", metavar="SAMPLES.npz",
@@ -278,10 +283,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="simulations per class and test parameter, half held out (default: %(default)s)")
     group.add_argument("--roc-epochs", type=_positive_int, default=1000, metavar="E",
                        help="full-batch Adam steps of the ROC classifier, an MLP 64x64 (default: %(default)s)")
-    _add_output(diagnose, default=DEFAULT_DIAGNOSE_OUTPUT,
-                writes="coverage.png, sbc.png, roc.png, traces.png, diagnostics.json")
-    _add_common_options(diagnose)
-    diagnose.set_defaults(handler=_plan_diagnose)
+    _finish(diagnose, _plan_diagnose, default=DEFAULT_DIAGNOSE_OUTPUT,
+            writes="coverage.png, sbc.png, roc.png, traces.png, diagnostics.json")
     return parser
 
 
