@@ -449,3 +449,25 @@ def test_help_does_not_import_jax():
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip().splitlines()[-1] == "[0, 0, 0] []"
+
+
+def test_sampling_a_flat_ratio_recovers_the_prior(trained, tmp_path, capsys):
+    """Independent truth for the whole `sample` path: with the output layer zeroed, log r = 0 and the
+    posterior is the prior U(-1, 1)²: mean 0 and standard deviation 1/√3 per parameter, within
+    Monte Carlo error scaled by the run's own effective sample size."""
+    import jax
+
+    estimator = io.load_estimator(trained)
+    flat = jax.tree_util.tree_map_with_path(
+        lambda path, a: a * 0 if "out" in jax.tree_util.keystr(path) else a, estimator.params)
+    folder = tmp_path / "flat"
+    folder.mkdir()
+    io.save_estimator(folder / "estimator.npz", type(estimator)(estimator.config, flat, estimator.standardization),
+                      metadata={"task": "two_moons"})
+    _run_ok(["sample", "--estimator", folder, *SAMPLER, "--output", tmp_path / "o"], capsys)
+    samples = np.load(tmp_path / "o" / "samples.npz")["samples"]
+    ess = np.asarray(_summary(tmp_path / "o")["diagnostics"]["ess_bulk"])
+    assert ess.min() > 20
+    sd = 1 / math.sqrt(3)
+    assert np.all(np.abs(samples.mean(0)) < 5 * sd / np.sqrt(ess)), (samples.mean(0), ess)
+    np.testing.assert_allclose(samples.std(0), sd, rtol=0.25)
