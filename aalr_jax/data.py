@@ -215,6 +215,11 @@ def save_bank(path: str, bank: SimulationBank, *, metadata: dict | None = None) 
         path: the file to write; its folder is created if needed. ``path`` is used as given.
         bank: ``SimulationBank(theta (n, d), x (n, *x_shape))``.
         metadata: a JSON-serialisable dict kept with the bank, e.g. ``{"task": name, "prior": ...}``.
+
+    Raises:
+        ValueError: the bank's arrays are not ``(n, d)`` and ``(n, ...)`` with ``n >= 1``.
+        TypeError: ``metadata`` is not a JSON-serialisable dict.
+        IsADirectoryError, NotADirectoryError: ``path`` is a folder, or lies under a file.
     """
     theta, x = np.asarray(bank.theta, np.float32), np.asarray(bank.x, np.float32)
     if theta.ndim != 2 or x.ndim < 2 or x.shape[0] != theta.shape[0] or theta.shape[0] < 1:

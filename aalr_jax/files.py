@@ -42,6 +42,10 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) ->
     Args:
         path: the target file; its folder must exist (``FileNotFoundError`` names it otherwise).
         write: fills the file object; any exception it raises leaves ``path`` untouched.
+
+    Raises:
+        FileNotFoundError: the folder of ``path`` does not exist (the message names it).
+        IsADirectoryError: ``path`` is a folder.
     """
     path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))

@@ -2,7 +2,7 @@
 
 The property, for every input: a right result (finite, the documented shape and dtype, inside the
 prior's support) or an exception of a documented type (``TypeError``, ``ValueError``,
-``FileNotFoundError``, ``NotADirectoryError``) whose message names the argument at fault; never a NaN
+``FileNotFoundError``, ``NotADirectoryError``, ``IsADirectoryError``) whose message names the argument at fault; never a NaN
 result, an exception from inside JAX, or a lost file. Each property runs a few examples by default
 (seconds each: most examples compile) and many under ``-m slow``.
 """
@@ -22,7 +22,7 @@ from aalr_jax import cli, io, priors
 from aalr_jax.data import load_bank, save_bank, simulate
 from aalr_jax.types import ExactLikelihood, SimulationBank
 
-DOCUMENTED = (TypeError, ValueError, FileNotFoundError, NotADirectoryError)
+DOCUMENTED = (TypeError, ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError)
 
 
 def _fast(n):
