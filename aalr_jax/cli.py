@@ -1,14 +1,25 @@
 """Command-line interface: ``aalr-jax [run|simulate|train|sample|diagnose] ...`` (``python -m aalr_jax`` too).
 
-``aalr-jax`` with no arguments runs the whole pipeline on the default task (two moons): simulate a
-bank, train a ratio estimator, sample the posterior of the task's default observation, and write
-``samples.npz``, ``estimator.npz``, ``corner.png`` and ``summary.json`` into ``aalr_output/``.
-The steps also run one at a time through files: ``simulate`` → ``train`` → ``sample``.
-``diagnose`` judges a saved estimator (expected coverage, SBC, the ROC diagnostic, the normalisation
-check, and MCMC health and traces of a ``samples.npz``) and writes PNGs and ``diagnostics.json``.
+``aalr-jax run`` runs the whole pipeline on a task (default: two moons): simulate a bank, train a
+ratio estimator, sample the posterior of the task's default observation, and write
+``estimator.npz``, ``samples.npz``, ``corner.png`` and ``summary.json`` into the ``--output``
+folder. The steps also run one at a time through files: ``simulate`` writes ``FOLDER/bank.npz``,
+``train`` ``FOLDER/estimator.npz``, ``sample`` the samples, plot and summary; ``diagnose`` judges an
+estimator (expected coverage, SBC, the ROC diagnostic, the normalisation check, and MCMC health and
+traces of a ``samples.npz``), states each verdict with its evidence and power, and writes PNGs and
+``diagnostics.json``. ``--output`` names a folder for every command. Banks and estimators record
+their task and prior, so ``train`` and ``sample`` need no ``--task``; ``--bank`` and ``--estimator``
+take the file or the folder that holds it. Bare ``aalr-jax`` prints this help.
 
-Bad input (missing files, wrong observation shape, unknown task ...) is reported as
-``aalr-jax: error: <message>`` on stderr with exit status 2, without a traceback.
+Every command checks all its options, inputs and output paths (creating the output folder, and
+refusing a folder that holds another task's results unless ``--overwrite``) before any simulation,
+training or sampling starts. Failures are one line, ``aalr-jax: error: <message>`` on stderr,
+without a traceback (``--debug`` shows it): exit status 2 for usage errors (bad options, inputs or
+output paths, found before any work), 1 for failures during the work. Outputs are written
+atomically (:mod:`aalr_jax.files`). An observation outside the estimator's training data
+(:mod:`aalr_jax.ood`) is warned about and recorded as ``outside_training`` in ``summary.json``.
+
+JAX and the numerical modules are imported only when a command runs, so ``--help`` is immediate.
 """
 
 from __future__ import annotations
@@ -20,38 +31,44 @@ import math
 import os
 import sys
 import time
-import zipfile
+import traceback
+import warnings
 
-import jax
-import numpy as np
-
-import aalr_jax
-from aalr_jax import diagnostics, io, plotting, priors, tasks
-from aalr_jax.data import load_bank, save_bank, simulate
-from aalr_jax.store import is_store_path, load_bank as load_any_bank
-from aalr_jax.sampling import METHODS, default_thin, resolve_independence, resolve_method, sample_posterior
-from aalr_jax.train import DEFAULT_RATIO_WEIGHTING, fit, fit_ensemble
-
-__all__ = ["build_parser", "load_observation", "main"]
+__all__ = ["UsageError", "build_parser", "load_observation", "main"]
 
 PROG = "aalr-jax"
 COMMANDS = ("run", "simulate", "train", "sample", "diagnose")
 DEFAULT_TASK = "two_moons"
 DEFAULT_OUTPUT = "aalr_output"
 DEFAULT_DIAGNOSE_OUTPUT = "aalr_diagnostics"
+#: aalr_jax.sampling.METHODS and the keys of aalr_jax.nn.EMBEDDINGS, spelled out so that building
+#: the parser imports no JAX (tests check them against those modules).
+METHODS = ("auto", "rwmh", "hmc", "nuts")
+EMBEDDINGS = ("flatten", "cnn", "resnet", "conv1d", "resnet1d")
+MAX_SEED = 2**32 - 1  # PRNGKey keeps 32 bits of a seed: larger ones would collide
+BANK_FILE, ESTIMATOR_FILE = "bank.npz", "estimator.npz"
+SAMPLES_FILE, SUMMARY_FILE, CORNER_FILE = "samples.npz", "summary.json", "corner.png"
+DIAGNOSTICS_FILE = "diagnostics.json"
+RESULT_FILES = (BANK_FILE, ESTIMATOR_FILE, SUMMARY_FILE, DIAGNOSTICS_FILE)  # files that name their task
+FILE_EXTENSIONS = (".npz", ".npy", ".json", ".png", ".pdf", ".csv")
 
 
-# ----------------------------------------------------------------------------- argument groups
+class UsageError(ValueError):
+    """A bad option, input or output path, found before any work (exit status 2)."""
 
 
-def _int_at_least(minimum: int, what: str):
+# ----------------------------------------------------------------------------- argument types
+
+
+def _int_at_least(minimum: int, what: str, maximum: int | None = None):
     def parse(text: str) -> int:
         try:
             value = int(text)
         except ValueError:
             value = minimum - 1
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"expected a {what} integer, got {text!r}")
+        if value < minimum or (maximum is not None and value > maximum):
+            bound = "" if maximum is None else f" up to {maximum}"
+            raise argparse.ArgumentTypeError(f"expected a {what} integer{bound}, got {text!r}")
         return value
 
     return parse
@@ -59,6 +76,7 @@ def _int_at_least(minimum: int, what: str):
 
 _positive_int = _int_at_least(1, "positive")
 _non_negative_int = _int_at_least(0, "non-negative")
+_seed = _int_at_least(0, "non-negative", MAX_SEED)
 
 
 def _in_unit_interval(what: str, include_one: bool = True):
@@ -87,8 +105,24 @@ def _widths(text: str) -> tuple:
         raise argparse.ArgumentTypeError(message) from None
 
 
+def _task_names() -> list:
+    from aalr_jax import tasks  # the registry imports no JAX
+
+    return tasks.names()
+
+
+# ----------------------------------------------------------------------------- argument groups
+
+
 def _add_task(parser, *, default: str | None, help: str) -> None:
-    parser.add_argument("--task", choices=tasks.names(), default=default, help=help)
+    parser.add_argument("--task", choices=_task_names(), default=default, help=help)
+
+
+def _add_output(parser, *, default: str, writes: str) -> None:
+    parser.add_argument("--output", default=default, metavar="DIR",
+                        help=f"folder for the outputs ({writes}), created if needed (default: %(default)s)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace the results of another task in the --output folder (refused otherwise)")
 
 
 def _add_simulation_options(group) -> None:
@@ -106,6 +140,9 @@ def _add_training_options(parser) -> None:
                        help="simulations per minibatch (default: n_train // 16 clipped to [64, 512])")
     group.add_argument("--hidden", type=_widths, default=(128, 128, 128), metavar="W1,W2,...",
                        help="widths of the network's hidden layers (default: 128,128,128)")
+    group.add_argument("--embedding", choices=EMBEDDINGS, default="flatten",
+                       help="network that embeds x before the head: flatten (identity), cnn or resnet for "
+                            "images (H, W[, C]), conv1d or resnet1d for series (T[, C]) (default: %(default)s)")
     group.add_argument("--quadratic", action="store_true",
                        help="add learned quadratic terms in θ to the network's logit: they hold the θ-x coupling "
                             "of likelihoods that are near-Gaussian in θ, which the MLP alone flattens (default: off)")
@@ -113,10 +150,10 @@ def _add_training_options(parser) -> None:
                        help="train M networks on one split and average their logits (default: %(default)s)")
     group.add_argument("--num-negatives", type=_positive_int, default=1, metavar="K",
                        help="independent θ per simulation in each training batch (default: %(default)s)")
-    group.add_argument("--ratio-weighting", type=_exponent, default=DEFAULT_RATIO_WEIGHTING, metavar="ALPHA",
+    group.add_argument("--ratio-weighting", type=_exponent, default=None, metavar="ALPHA",
                        help="weight each training pair's loss by (1 + r)^ALPHA, r the current ratio estimate: "
                             "it sharpens posteriors much narrower than the prior; 0 is the plain AALR loss "
-                            "(default: %(default)s)")
+                            "(default: fit's, 1/2)")
     group.add_argument("--ema-decay", type=_decay, default=None, metavar="BETA",
                        help="validate and keep the moving average of the parameters over the optimizer's "
                             "steps, a <- BETA*a + (1-BETA)*params; 0 keeps the iterates (default: 0.999, "
@@ -129,8 +166,9 @@ def _add_sampling_options(parser) -> None:
                        help="observed data: .npy, .npz (array 'x_obs', else the first array) or .csv "
                             "(comma-separated numbers); default: the task's default observation")
     group.add_argument("--iid", action="store_true",
-                       help="the observation holds n i.i.d. draws of one θ, shape (n, *x_shape): "
-                            "their log-ratios are summed")
+                       help="the observation holds n i.i.d. draws of one θ, shape (n, *x_shape): their "
+                            "log-ratios are summed (default: on for tasks whose default observation is such "
+                            "a set, e.g. weinberg)")
     group.add_argument("--method", choices=METHODS, default="auto",
                        help="MCMC kernel: random-walk Metropolis-Hastings, HMC or NUTS; auto: rwmh up to "
                             "4 parameters, hmc beyond (default: %(default)s)")
@@ -150,73 +188,82 @@ def _add_sampling_options(parser) -> None:
 
 
 def _add_common_options(parser) -> None:
-    parser.add_argument("--seed", type=int, default=0, help="seed of the PRNG key (default: %(default)s)")
+    parser.add_argument("--seed", type=_seed, default=0,
+                        help=f"seed of the PRNG key, 0 to {MAX_SEED} (default: %(default)s)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars or progress messages")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of a failure")
+
+
+def _add_input(parser, flag: str, *, written_by: str, task_help: str) -> None:
+    """The saved input of a command (``--bank`` or ``--estimator``: the file or its folder) and ``--task``."""
+    name = flag[2:]
+    parser.add_argument(flag, required=True, metavar=name.upper(),
+                        help=f"{name}.npz written by {written_by}, or the folder that holds it")
+    _add_task(parser, default=None, help=task_help)
+
+
+def _finish(parser, handler, *, default: str, writes: str) -> None:
+    """The options every command shares (output folder, seed, verbosity) and its handler."""
+    _add_output(parser, default=default, writes=writes)
+    _add_common_options(parser)
+    parser.set_defaults(handler=handler)
 
 
 def build_parser() -> argparse.ArgumentParser:
+    import aalr_jax
+
     parser = argparse.ArgumentParser(
         prog=PROG,
         description="Amortized approximate likelihood ratio (AALR) inference in JAX. "
-                    "Without a command, runs 'run' with its defaults.",
+                    "Options without a command mean 'run'.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {aalr_jax.__version__}")
     sub = parser.add_subparsers(dest="command", metavar="{run,simulate,train,sample,diagnose}")
 
-    run = sub.add_parser("run", help="simulate, train and sample in one go (the default)",
+    run = sub.add_parser("run", help="simulate, train and sample in one go",
                          description="Simulate a bank, train a ratio estimator and sample the posterior of an "
-                                     "observation; writes samples.npz, estimator.npz, corner.png and summary.json.")
+                                     "observation; writes estimator.npz, samples.npz, corner.png and summary.json.")
     _add_task(run, default=DEFAULT_TASK, help="built-in task (default: %(default)s)")
     _add_simulation_options(run.add_argument_group("simulation"))
     _add_training_options(run)
     _add_sampling_options(run)
-    run.add_argument("--output", default=DEFAULT_OUTPUT, metavar="DIR",
-                     help="folder for the outputs, created if needed (default: %(default)s)")
-    _add_common_options(run)
-    run.set_defaults(handler=_cmd_run)
+    _finish(run, _plan_run, default=DEFAULT_OUTPUT, writes="estimator.npz, samples.npz, corner.png, summary.json")
 
-    simulate_ = sub.add_parser("simulate", help="draw a simulation bank and save it (.npz)",
-                               description="Draw θ from the task's prior and x from its simulator; "
-                                           "save the bank as .npz.")
+    simulate_ = sub.add_parser("simulate", help="draw a simulation bank and save it (FOLDER/bank.npz)",
+                               description="Draw θ from the task's prior and x from its simulator; save the "
+                                           "bank, with its task and prior, as FOLDER/bank.npz.")
     _add_task(simulate_, default=DEFAULT_TASK, help="built-in task (default: %(default)s)")
     _add_simulation_options(simulate_)
-    simulate_.add_argument("--output", metavar="BANK.npz", help="file to write the bank to (or --store)")
     _add_cluster_options(simulate_)
-    _add_common_options(simulate_)
-    simulate_.set_defaults(handler=_cmd_simulate)
+    _finish(simulate_, _plan_simulate, default=DEFAULT_OUTPUT, writes="bank.npz (or the --store)")
 
-    train = sub.add_parser("train", help="train a ratio estimator on a saved bank",
-                           description="Train a ratio estimator on a bank written by 'simulate' and save it.")
-    train.add_argument("--bank", required=True, metavar="BANK.npz|BANK.zarr",
-                       help="simulation bank written by 'simulate' (a .zarr store streams its minibatches)")
-    train.add_argument("--output", required=True, metavar="ESTIMATOR.npz", help="file to write the estimator to")
-    _add_task(train, default=None,
-              help="task the bank was simulated from; checked against the bank and stored in the estimator's "
-                   "metadata so that 'sample' finds it")
-    _add_training_options(train)
-    _add_common_options(train)
-    train.set_defaults(handler=_cmd_train)
-
-    sample = sub.add_parser("sample", help="sample the posterior of an observation with a saved estimator",
-                            description="Sample the posterior of an observation with an estimator written by "
-                                        "'train' or 'run'; writes samples.npz, corner.png and summary.json.")
-    sample.add_argument("--estimator", required=True, metavar="ESTIMATOR.npz",
-                        help="estimator written by 'train' or 'run'")
-    _add_task(sample, default=None, help="task (prior, labels, default observation); default: the estimator's metadata")
-    _add_sampling_options(sample)
-    sample.add_argument("--output", required=True, metavar="DIR", help="folder for the outputs, created if needed")
-    _add_common_options(sample)
-    sample.set_defaults(handler=_cmd_sample)
+    steps = (  # the commands that read one saved input and write one step's outputs
+        ("train", "train a ratio estimator on a saved bank (FOLDER/estimator.npz)",
+         "Train a ratio estimator on a bank written by 'simulate' and save it, with its task, as "
+         "FOLDER/estimator.npz.", "--bank", "'simulate'",
+         "task the bank was simulated from; default: the bank's record (checked against it)",
+         _add_training_options, _plan_train, "estimator.npz"),
+        ("sample", "sample the posterior of an observation with a saved estimator",
+         "Sample the posterior of an observation with an estimator written by 'train' or 'run'; writes "
+         "samples.npz, corner.png and summary.json.", "--estimator", "'train' or 'run'",
+         "task (prior, labels, default observation); default: the estimator's record",
+         _add_sampling_options, _plan_sample, "samples.npz, corner.png, summary.json"),
+    )
+    for name, help_, description, flag, written_by, task_help, add_options, handler, writes in steps:
+        step = sub.add_parser(name, help=help_, description=description)
+        _add_input(step, flag, written_by=written_by, task_help=task_help)
+        add_options(step)
+        _finish(step, handler, default=DEFAULT_OUTPUT, writes=writes)
 
     diagnose = sub.add_parser(
         "diagnose", help="judge a saved estimator: coverage, SBC, ROC, normalisation, MCMC health",
         description="Expected HPD coverage and SBC over (θ*, x) pairs from the task's joint (one batched "
                     "sampling run), the paper's ROC diagnostic, the normalisation check E_p(θ)[r̂(x|θ)] = 1, "
-                    "and, with --samples, MCMC health and trace plots of a 'sample' run. Writes coverage.png, "
-                    "sbc.png, roc.png, traces.png and diagnostics.json.")
-    diagnose.add_argument("--estimator", required=True, metavar="ESTIMATOR.npz",
-                          help="estimator written by 'train' or 'run'")
-    _add_task(diagnose, default=None, help="task (prior and simulator); default: the estimator's metadata")
+                    "and, with --samples, MCMC health and trace plots of a 'sample' run; each verdict states "
+                    "its evidence and its power. Writes coverage.png, sbc.png, roc.png, traces.png and "
+                    "diagnostics.json.")
+    _add_input(diagnose, "--estimator", written_by="'train' or 'run'",
+               task_help="task (prior and simulator); default: the estimator's record")
     diagnose.add_argument("--num-pairs", type=_positive_int, default=200, metavar="N",
                           help="(θ*, x) pairs from the joint for coverage and SBC (default: %(default)s)")
     diagnose.add_argument("--samples", metavar="SAMPLES.npz",
@@ -237,18 +284,18 @@ def build_parser() -> argparse.ArgumentParser:
                        help="simulations per class and test parameter, half held out (default: %(default)s)")
     group.add_argument("--roc-epochs", type=_positive_int, default=1000, metavar="E",
                        help="full-batch Adam steps of the ROC classifier, an MLP 64x64 (default: %(default)s)")
-    diagnose.add_argument("--output", default=DEFAULT_DIAGNOSE_OUTPUT, metavar="DIR",
-                          help="folder for the outputs, created if needed (default: %(default)s)")
-    _add_common_options(diagnose)
-    diagnose.set_defaults(handler=_cmd_diagnose)
+    _finish(diagnose, _plan_diagnose, default=DEFAULT_DIAGNOSE_OUTPUT,
+            writes="coverage.png, sbc.png, roc.png, traces.png, diagnostics.json")
     return parser
 
 
 # ----------------------------------------------------------------------------- helpers
 
 
-def _key(args, phase: str) -> jax.Array:
+def _key(args, phase: str):
     """The PRNG key of a phase; the same in 'run' and in the separate commands, so they agree."""
+    import jax
+
     phases = ("simulate", "train", "sample", "diagnose")
     return jax.random.fold_in(jax.random.PRNGKey(args.seed), phases.index(phase))
 
@@ -256,6 +303,11 @@ def _key(args, phase: str) -> jax.Array:
 def _say(args, message: str) -> None:
     if not args.quiet:
         print(f"{PROG}: {message}", file=sys.stderr, flush=True)
+
+
+def _warn(message: str) -> None:
+    """A warning that matters for the result: printed even with --quiet."""
+    print(f"{PROG}: warning: {message}", file=sys.stderr, flush=True)
 
 
 @contextlib.contextmanager
@@ -273,8 +325,23 @@ def _require_file(path: str, what: str) -> None:
         raise FileNotFoundError(f"{what} file not found: {path}")
 
 
-def load_observation(path: str) -> np.ndarray:
+def _input_file(path: str, default_name: str, what: str) -> str:
+    """``path``, or ``path/default_name`` when ``path`` is a folder; it must be a file."""
+    if os.path.isdir(path):
+        inner = os.path.join(path, default_name)
+        if not os.path.isfile(inner):
+            raise FileNotFoundError(f"{what} folder {path} holds no {default_name}")
+        return inner
+    _require_file(path, what)
+    return path
+
+
+def load_observation(path: str):
     """An observation from ``.npy``, ``.npz`` (key ``x_obs``, else the first array) or ``.csv``."""
+    import zipfile
+
+    import numpy as np
+
     _require_file(path, "observation")
     ext = os.path.splitext(path)[1].lower()
     try:
@@ -286,35 +353,39 @@ def load_observation(path: str) -> np.ndarray:
                     raise ValueError("the archive holds no array")
                 x = data["x_obs" if "x_obs" in data.files else data.files[0]]
         elif ext == ".csv":
-            x = np.loadtxt(path, delimiter=",", dtype=np.float64)
+            x = np.loadtxt(path, delimiter=",", dtype=np.float64, ndmin=1)
         else:
             raise ValueError("unsupported extension; use .npy, .npz or .csv")
+        if np.iscomplexobj(x) or not (np.issubdtype(x.dtype, np.number) or x.dtype == bool):
+            raise ValueError(f"it holds {x.dtype} values, not real numbers")
         x = np.asarray(x, dtype=np.float32)
-    except (ValueError, OSError, zipfile.BadZipFile) as err:
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as err:
         raise ValueError(f"cannot read observation {path}: {err}") from None
     if not np.isfinite(x).all():
-        raise ValueError(f"observation {path} contains non-finite values")
+        raise ValueError(f"observation {path} contains non-finite values (or values beyond float32's range)")
     return x
 
 
-def _observation(args, task, x_shape: tuple) -> tuple[np.ndarray, bool]:
+def _observation(args, task, x_shape: tuple, iid: bool) -> tuple:
     """``(x_obs, is_default)``: the observation to condition on, checked against ``x_shape``."""
+    import numpy as np
+
     x_shape = tuple(x_shape)
     is_default = args.observation is None
     if is_default:
         x, source = np.asarray(task.default_observation, np.float32), f"the default observation of {task.name}"
     else:
         x, source = load_observation(args.observation), f"observation {args.observation}"
-    if args.iid:  # (n, *x_shape); one observation counts as n = 1
+    if iid:  # (n, *x_shape); one observation counts as n = 1
         x = x[None] if x.shape == x_shape else x
-        ok = x.ndim == len(x_shape) + 1 and x.shape[1:] == x_shape
+        ok = x.ndim == len(x_shape) + 1 and x.shape[1:] == x_shape and x.shape[0] >= 1
         expected = f"(n, {', '.join(map(str, x_shape))}) with --iid"
     else:  # x_shape; a leading axis of length 1 is dropped
         x = x[0] if x.shape == (1,) + x_shape else x
         ok, expected = x.shape == x_shape, f"{x_shape}"
     if not ok:
         hint = ""
-        if not args.iid and x.ndim == len(x_shape) + 1 and x.shape[1:] == x_shape:
+        if not iid and x.ndim == len(x_shape) + 1 and x.shape[1:] == x_shape:
             hint = f"; to condition on these {x.shape[0]} observations as one i.i.d. set, pass --iid"
         raise ValueError(f"{source} has shape {x.shape}, but task {task.name} expects {expected}{hint}")
     return x, is_default
@@ -328,9 +399,157 @@ def _check_compatible(task, theta_dim: int, x_shape: tuple, what: str) -> None:
         )
 
 
+def _task(name, source: str):
+    """The built-in task ``name`` as recorded in ``source``; a clear error for anything else."""
+    from aalr_jax import tasks
+
+    if name is None:
+        raise UsageError(f"{source} does not name its task; pass --task ({', '.join(tasks.names())})")
+    if not isinstance(name, str):
+        raise UsageError(f"{source} records task {name!r} ({type(name).__name__}), not a task name; pass --task")
+    if name not in tasks.names():
+        raise UsageError(f"{source} records task {name!r}, which is not a built-in task; pass --task "
+                         f"({', '.join(tasks.names())})")
+    return tasks.get(name)
+
+
 def _json_number(value):
     value = float(value)
     return value if math.isfinite(value) else None
+
+
+def _numbers(values) -> list:
+    import numpy as np
+
+    return [_json_number(v) for v in np.ravel(values)]
+
+
+def _write_json(path: str, record: dict) -> None:
+    from aalr_jax.files import atomic_write_bytes
+
+    atomic_write_bytes(path, (json.dumps(record, indent=2) + "\n").encode("utf-8"))
+
+
+# ----------------------------------------------------------------------------- validation before work
+
+
+def _resolve_sampler(method: str, dim: int, *, independence_prob=None, thin=None) -> dict:
+    """The sampler settings the run will use, checked by the sampling module without running it.
+
+    The one place that asks the sampling module to validate options: ``method`` resolved for
+    ``dim`` parameters, the independence-move probability and the thinning.
+    """
+    from aalr_jax.samplers import resolve_sampler
+
+    sampler = resolve_sampler(method, dim, **({} if independence_prob is None else
+                                               {"independence_prob": independence_prob}))
+    thin = sampler.default_thin if thin is None else thin
+    return {"method": sampler.name, "independence_prob": float(getattr(sampler, "independence_prob", 0.0)),
+            "thin": int(thin)}
+
+
+def _check_training(args, num_simulations: int, x_shape: tuple) -> None:
+    """The training options against the bank's size and the observation shape, before any work."""
+    from flax import nnx
+
+    from aalr_jax import nn
+    from aalr_jax.train import default_batch_size
+
+    num_train = num_simulations - math.ceil(0.1 * num_simulations)  # fit's split: a tenth held out
+    if num_train < 1 or num_simulations - num_train < 2:
+        raise UsageError(f"{num_simulations} simulations are too few to train on: fit holds out a tenth "
+                         "(at least 2) for validation; simulate at least 20")
+    batch_size = default_batch_size(num_train) if args.batch_size is None else args.batch_size
+    if batch_size > num_train:
+        raise UsageError(f"--batch-size {batch_size} is larger than the {num_train} training simulations "
+                         f"(of {num_simulations}, a tenth held out); simulate more or lower --batch-size")
+    if args.num_negatives >= batch_size:
+        raise UsageError(f"num_negatives must be smaller than batch_size ({batch_size}), got {args.num_negatives}")
+    try:  # the embedding's layout check, without building parameters
+        nnx.eval_shape(lambda: nn.EMBEDDINGS[args.embedding](tuple(x_shape), num_features=64, rngs=nnx.Rngs(0)))
+    except ValueError as err:
+        raise UsageError(f"--embedding {args.embedding}: {err}") from None
+
+
+def _recorded_task(path: str):
+    """The task a result file records; ``...`` when it cannot be read."""
+    name = os.path.basename(path)
+    try:
+        if name.endswith(".json"):
+            with open(path, encoding="utf-8") as f:
+                record = json.load(f)
+            return record.get("task") if isinstance(record, dict) else ...
+        if name == BANK_FILE:
+            from aalr_jax.data import load_bank_metadata
+
+            return load_bank_metadata(path).get("task")
+        from aalr_jax import io
+
+        metadata = io.load_metadata(path).get("metadata")
+        return metadata.get("task") if isinstance(metadata, dict) else None
+    except (OSError, ValueError, UnicodeDecodeError):
+        return ...
+
+
+def _prepare_output(args, task_name: str, writes: tuple) -> str:
+    """Create the ``--output`` folder and check that the command may write ``writes`` into it."""
+    folder = args.output
+    if os.path.lexists(folder) and not os.path.isdir(folder):
+        raise UsageError(f"--output {folder} is a file; --output names a folder (this command writes "
+                         f"{', '.join(writes)} into it)")
+    if not os.path.exists(folder) and os.path.splitext(folder)[1].lower() in FILE_EXTENSIONS:
+        raise UsageError(f"--output {folder} looks like a file name; --output names a folder (this command writes "
+                         f"{', '.join(writes)} into it)")
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except OSError as err:
+        raise UsageError(f"cannot create the output folder {folder}: {err.strerror or err}") from None
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise UsageError(f"cannot write into the output folder {folder}: permission denied")
+    for name in writes:
+        target = os.path.join(folder, name)
+        if os.path.isdir(target) and not os.path.islink(target):
+            raise UsageError(f"cannot write {target}: it is a folder")
+    if not args.overwrite:
+        for name in RESULT_FILES:
+            path = os.path.join(folder, name)
+            if not os.path.isfile(path):
+                continue
+            recorded = _recorded_task(path)
+            if recorded is ...:
+                raise UsageError(f"{folder} holds {name}, which is not a readable aalr-jax result; pass "
+                                 "--overwrite to replace it, or choose another --output")
+            if recorded is not None and recorded != task_name:
+                raise UsageError(f"{folder} holds results of task {recorded!r} ({name}), not {task_name!r}; pass "
+                                 "--overwrite to replace them, or choose another --output")
+    return folder
+
+
+def _estimator_and_task(args) -> tuple:
+    """``(path, estimator, task, metadata)`` from ``--estimator`` and ``--task`` (or the estimator's record)."""
+    from aalr_jax import io
+
+    path = _input_file(args.estimator, ESTIMATOR_FILE, "estimator")
+    header = io.load_metadata(path)
+    metadata = header.get("metadata") or {}
+    if not isinstance(metadata, dict):
+        raise UsageError(f"estimator {path}: its metadata must be a JSON object, got {type(metadata).__name__}")
+    task = _task(args.task or metadata.get("task"), f"estimator {path}")
+    estimator = io.load_estimator(path)
+    _check_compatible(task, estimator.theta_dim, estimator.x_shape, f"estimator {path}")
+    return path, estimator, task, metadata
+
+
+def _sampling_plan(args, task, estimator_x_shape) -> dict:
+    """Observation and sampler settings of 'run' and 'sample', checked."""
+    iid = bool(args.iid or task.iid)
+    x_obs, is_default = _observation(args, task, estimator_x_shape, iid)
+    sampler = _resolve_sampler(args.method, task.theta_dim, independence_prob=args.independence_prob,
+                               thin=args.thin)
+    return {"iid": iid, "x_obs": x_obs, "is_default": is_default, "sampler": sampler}
+
+
+# ----------------------------------------------------------------------------- work
 
 
 def _training_record(history) -> dict:
@@ -342,12 +561,18 @@ def _training_record(history) -> dict:
     }
 
 
-def _train(args, bank, task_name, timings) -> tuple:
-    """Fit an estimator and build its metadata."""
+def _train(args, bank, task, timings) -> tuple:
+    """Fit an estimator and build its metadata (task, prior, training)."""
+    import jax
+
+    from aalr_jax.data import describe_prior
+    from aalr_jax.train import DEFAULT_RATIO_WEIGHTING, fit, fit_ensemble
+
+    ratio_weighting = DEFAULT_RATIO_WEIGHTING if args.ratio_weighting is None else args.ratio_weighting
     with _phase(args, timings, "train", f"training on {bank.num_simulations} simulations"):
-        options = dict(hidden_features=args.hidden, batch_size=args.batch_size, max_epochs=args.max_epochs,
-                       patience=args.patience, num_negatives=args.num_negatives,
-                       ratio_weighting=args.ratio_weighting, ema_decay=args.ema_decay, quadratic=args.quadratic,
+        options = dict(hidden_features=args.hidden, embedding=args.embedding, batch_size=args.batch_size,
+                       max_epochs=args.max_epochs, patience=args.patience, num_negatives=args.num_negatives,
+                       ratio_weighting=ratio_weighting, ema_decay=args.ema_decay, quadratic=args.quadratic,
                        progress=not args.quiet)
         if args.ensemble == 1:
             result = fit(_key(args, "train"), bank, **options)
@@ -360,58 +585,102 @@ def _train(args, bank, task_name, timings) -> tuple:
                         "members": [_training_record(h) for h in result.histories]}
         jax.block_until_ready(result.estimator)
     training["num_negatives"] = args.num_negatives
-    training["ratio_weighting"] = args.ratio_weighting
+    training["ratio_weighting"] = ratio_weighting
     training["ema_decay"] = histories[0].ema_decay  # the β used (fit's default when not given)
     training["quadratic"] = args.quadratic
-    metadata = {"task": task_name, "num_simulations": bank.num_simulations, "seed": args.seed, "training": training}
+    training["embedding"] = args.embedding
+    metadata = {"task": task.name, "prior": describe_prior(task.prior), "num_simulations": bank.num_simulations,
+                "seed": args.seed, "training": training}
     return result.estimator, metadata
 
 
-def _sample_and_write(args, task, estimator, x_obs, is_default, timings, extra: dict, start: float) -> dict:
-    """Sample the posterior of ``x_obs``; write samples.npz, corner.png and summary.json to ``args.output``."""
+def _report_record(report) -> dict:
+    import numpy as np
+
+    return {
+        "rhat": _numbers(report.rhat), "ess_bulk": _numbers(report.ess_bulk), "ess_tail": _numbers(report.ess_tail),
+        "num_modes": report.num_modes, "chains_per_mode": [int(c) for c in report.mode_chains],
+        "within_mode_rhat": _numbers(report.mode_rhat), "within_mode_ess_bulk": _numbers(report.mode_ess_bulk),
+        "within_mode_ess_tail": _numbers(report.mode_ess_tail),
+        "mean_acceptance": _json_number(np.nanmean(report.acceptance_rate))
+        if np.isfinite(report.acceptance_rate).any() else None,
+        "num_divergent": report.num_divergent, "num_stuck": int(report.stuck.sum()),
+        "outside_training": bool(report.outside_training),
+        "warnings": list(report.warnings), "notes": list(report.notes),
+    }
+
+
+def _outside_training(estimator, x_obs, iid: bool) -> bool:
+    """Whether the observation lies outside the estimator's training data; warns in one line if so."""
+    from aalr_jax import ood
+
+    outside = bool(ood.outside_training_data(estimator, x_obs, iid=iid))
+    if outside:
+        _warn("the observation lies outside the range of the training simulations: the estimated ratio there "
+              "is an extrapolation and the posterior cannot be trusted (recorded as outside_training)")
+    return outside
+
+
+def _sample_and_write(args, task, estimator, plan: dict, timings, extra: dict, start: float) -> dict:
+    """Sample the posterior of the observation; write samples.npz, corner.png and summary.json."""
+    import jax
+    import numpy as np
+
+    import aalr_jax
+    from aalr_jax import diagnostics, ood, plotting
+    from aalr_jax.files import atomic_write
+    from aalr_jax.sampling import sample_posterior
+
+    x_obs, iid, sampler = plan["x_obs"], plan["iid"], plan["sampler"]
+    method = sampler["method"]
+    outside = _outside_training(estimator, x_obs, iid)
     key_sample, key_reference = jax.random.split(_key(args, "sample"))
-    method = resolve_method(args.method, task.theta_dim)
-    independence_prob = resolve_independence(method, task.theta_dim, args.independence_prob)
     message = f"sampling {args.num_samples} draws with {method} ({args.num_chains} chains)"
-    with _phase(args, timings, "sample", message):
+    with _phase(args, timings, "sample", message), warnings.catch_warnings():
+        warnings.simplefilter("ignore", ood.OutOfDistributionWarning)  # reported above, once
         post = sample_posterior(key_sample, estimator, task.prior, x_obs, method=method,
                                 num_samples=args.num_samples, num_chains=args.num_chains,
-                                num_warmup=args.num_warmup, thin=args.thin, iid=args.iid,
-                                independence_prob=independence_prob)
+                                num_warmup=args.num_warmup, thin=sampler["thin"], iid=iid,
+                                independence_prob=sampler["independence_prob"])
         post = jax.tree.map(np.asarray, post)
+    if not np.isfinite(post.samples).all():
+        raise ValueError("the sampler returned non-finite draws; the estimator's log-ratio is not finite on the "
+                         "prior's support (retrain it)")
 
     reference = None
-    if task.reference_posterior is not None and (not args.iid or x_obs.shape[0] == 1):
+    if task.reference_posterior is not None and (not iid or x_obs.shape[0] == 1):
         with _phase(args, timings, "reference", "drawing reference posterior samples"):
             try:
-                x_ref = x_obs[0] if args.iid else x_obs
+                x_ref = x_obs[0] if iid else x_obs
                 reference = np.asarray(task.reference_posterior(key_reference, x_ref, args.num_samples))
             except Exception as err:  # a reference is a bonus: never fail the run for it
-                _say(args, f"warning: no reference posterior ({err})")
+                _say(args, f"warning: no reference posterior ({type(err).__name__}: {err})")
 
-    os.makedirs(args.output, exist_ok=True)
+    folder = args.output
     with _phase(args, timings, "write", "writing outputs"):
-        np.savez(os.path.join(args.output, "samples.npz"), samples=post.samples, chains=post.chains,
-                 acceptance_rate=post.acceptance_rate, rhat=post.rhat, ess=post.ess, x_obs=x_obs,
-                 num_divergent=post.num_divergent, step_size=post.step_size)
+        arrays = dict(samples=post.samples, chains=post.chains, acceptance_rate=post.acceptance_rate,
+                      rhat=post.rhat, ess=post.ess, x_obs=x_obs, num_divergent=post.num_divergent,
+                      step_size=post.step_size, outside_training=np.asarray(outside))
+        atomic_write(os.path.join(folder, SAMPLES_FILE), lambda f: np.savez(f, **arrays))
         labels = list(task.parameter_labels)
-        fig = plotting.corner(post.samples, labels=labels, truth=task.true_theta if is_default else None,
+        fig = plotting.corner(post.samples, labels=labels, truth=task.true_theta if plan["is_default"] else None,
                               reference=reference, title=f"{task.name}: {method}, {len(post.samples)} samples")
-        plotting.save_figure(fig, os.path.join(args.output, "corner.png"))
+        plotting.save_figure(fig, os.path.join(folder, CORNER_FILE))
     timings["total"] = time.perf_counter() - start
 
-    # mode-aware health: chains never jump between separated modes, so across-chain R-hat alone misleads
+    # mode-aware health: chains of HMC, NUTS and the plain random walk do not jump between separated
+    # modes (RWMH's independence moves do, yet slowly), so across-chain R-hat alone misleads
     draws = post.chains.shape[-2]
     health = None
     if draws >= diagnostics.mcmc.MIN_DRAWS:
-        report = diagnostics.mcmc_report(post, labels=list(task.parameter_labels))
+        report = diagnostics.mcmc_report(post, labels=labels, outside_training=np.asarray(outside))
         health = _report_record(report)
         for problem in report.warnings:
-            _say(args, f"warning: {problem}")
+            if problem != diagnostics.mcmc.OUTSIDE_TRAINING_WARNING:  # already said once
+                _say(args, f"warning: {problem}")
     else:
         _say(args, f"warning: {draws} draw(s) per chain: no MCMC health report (it needs at least "
-                   f"{diagnostics.mcmc.MIN_DRAWS}; "
-                   "use fewer chains or more samples)")
+                   f"{diagnostics.mcmc.MIN_DRAWS}; use fewer chains or more samples)")
     mean, std = post.samples.mean(0), post.samples.std(0)
     summary = {
         "task": task.name,
@@ -419,11 +688,11 @@ def _sample_and_write(args, task, estimator, x_obs, is_default, timings, extra: 
         "method": method,
         "seed": args.seed,
         "observation": args.observation or "default",
-        "iid": bool(args.iid),
+        "iid": iid,
+        "outside_training": outside,
         "sampler": {"num_samples": args.num_samples, "num_chains": args.num_chains,
-                    "num_warmup": args.num_warmup,
-                    "thin": args.thin if args.thin is not None else default_thin(method, independence_prob),
-                    "independence_prob": independence_prob},
+                    "num_warmup": args.num_warmup, "thin": sampler["thin"],
+                    "independence_prob": sampler["independence_prob"]},
         "timings": {name: round(seconds, 3) for name, seconds in timings.items()},
         "posterior": {
             label: {"mean": _json_number(m), "std": _json_number(s)} for label, m, s in zip(labels, mean, std)
@@ -433,9 +702,7 @@ def _sample_and_write(args, task, estimator, x_obs, is_default, timings, extra: 
         "versions": {"aalr_jax": aalr_jax.__version__, "jax": jax.__version__},
         "device": jax.devices()[0].platform,
     }
-    with open(os.path.join(args.output, "summary.json"), "w") as f:
-        json.dump(summary, f, indent=2)
-        f.write("\n")
+    _write_json(os.path.join(folder, SUMMARY_FILE), summary)
     return summary
 
 
@@ -443,140 +710,193 @@ def _print_result(summary: dict, output: str) -> None:
     posterior = summary["posterior"]
     means = ", ".join(f"{k}={v['mean']:.3g}±{v['std']:.2g}" for k, v in posterior.items())
     means = f" {means}" if len(posterior) <= 4 else ""
-    print(f"{PROG}: {summary['task']} posterior{means} in {summary['timings']['total']:.1f} s; "
+    flag = " (observation outside the training data)" if summary.get("outside_training") else ""
+    print(f"{PROG}: {summary['task']} posterior{means}{flag} in {summary['timings']['total']:.1f} s; "
           f"outputs in {os.path.abspath(output)}")
 
 
-# ----------------------------------------------------------------------------- commands
+def _simulate(args, task, timings):
+    import jax
 
+    from aalr_jax.data import simulate
 
-def _cmd_run(args) -> int:
-    start, timings = time.perf_counter(), {}
-    task = tasks.get(args.task)
-    x_obs, is_default = _observation(args, task, task.x_shape)  # before any expensive work
-    os.makedirs(args.output, exist_ok=True)
     with _phase(args, timings, "simulate", f"simulating {args.num_simulations} {task.name} simulations"):
         bank = simulate(_key(args, "simulate"), task, args.num_simulations, progress=not args.quiet)
         jax.block_until_ready(bank)
-    estimator, metadata = _train(args, bank, task.name, timings)
-    io.save_estimator(os.path.join(args.output, "estimator.npz"), estimator, metadata=metadata)
-    extra = {"budget": args.num_simulations, "training": metadata["training"]}
-    summary = _sample_and_write(args, task, estimator, x_obs, is_default, timings, extra, start)
-    _print_result(summary, args.output)
-    return 0
+    return bank
 
 
-def _cmd_simulate(args) -> int:
-    task, timings = tasks.get(args.task), {}
-    if args.store or args.scheduler or args.workers:
-        return _simulate_on_cluster(args, task)
-    if args.output is None:
-        raise ValueError("simulate needs --output BANK.npz or --store BANK.zarr")
-    with _phase(args, timings, "simulate", f"simulating {args.num_simulations} {task.name} simulations"):
-        bank = simulate(_key(args, "simulate"), task, args.num_simulations, progress=not args.quiet)
-        save_bank(args.output, bank)
-    print(f"{PROG}: wrote {bank.num_simulations} simulations to {os.path.abspath(args.output)}")
-    return 0
+# ----------------------------------------------------------------------------- commands
+# Each _plan_* checks everything the command needs and returns the work as a function of no
+# arguments; main runs it only when the plan succeeded.
 
 
-def _cmd_train(args) -> int:
-    if is_store_path(args.bank):
-        bank = load_any_bank(args.bank)  # a Zarr store, read lazily
-    else:
-        _require_file(args.bank, "bank")
-        bank = load_bank(args.bank)
-    if args.task is not None:
-        _check_compatible(tasks.get(args.task), bank.theta.shape[1], bank.x.shape[1:], f"bank {args.bank}")
-    estimator, metadata = _train(args, bank, args.task, {})
-    io.save_estimator(args.output, estimator, metadata=metadata)
-    t = metadata["training"]
-    if "members" in t:
-        epochs = ", ".join(str(m["epochs"]) for m in t["members"])
-        done = f"trained {t['num_members']} members ({epochs} epochs), ensemble validation loss {t['validation_loss']:.4f}"
-    else:
-        done = f"trained {t['epochs']} epochs (best {t['best_epoch']}, validation loss {t['best_validation_loss']:.4f})"
-    print(f"{PROG}: {done}; wrote {os.path.abspath(args.output)}")
-    return 0
+def _plan_run(args):
+    from aalr_jax import tasks
+
+    task = tasks.get(args.task)
+    plan = _sampling_plan(args, task, task.x_shape)
+    _check_training(args, args.num_simulations, task.x_shape)
+    folder = _prepare_output(args, task.name, (ESTIMATOR_FILE, SAMPLES_FILE, CORNER_FILE, SUMMARY_FILE))
+
+    def work() -> int:
+        from aalr_jax import io
+
+        start, timings = time.perf_counter(), {}
+        bank = _simulate(args, task, timings)
+        estimator, metadata = _train(args, bank, task, timings)
+        io.save_estimator(os.path.join(folder, ESTIMATOR_FILE), estimator, metadata=metadata)
+        extra = {"budget": args.num_simulations, "training": metadata["training"]}
+        summary = _sample_and_write(args, task, estimator, plan, timings, extra, start)
+        _print_result(summary, folder)
+        return 0
+
+    return work
 
 
-def _estimator_and_task(args) -> tuple:
-    """``(estimator, task, metadata)`` from ``--estimator`` and ``--task`` (or the estimator's metadata)."""
-    _require_file(args.estimator, "estimator")
-    metadata = io.load_metadata(args.estimator).get("metadata") or {}
-    name = args.task or metadata.get("task")
-    if name is None:
-        raise ValueError(f"estimator {args.estimator} does not name its task; pass --task ({', '.join(tasks.names())})")
-    task = tasks.get(name)
-    estimator = io.load_estimator(args.estimator)
-    _check_compatible(task, estimator.theta_dim, estimator.x_shape, f"estimator {args.estimator}")
-    return estimator, task, metadata
+def _plan_simulate(args):
+    from aalr_jax import tasks
+
+    task = tasks.get(args.task)
+    if args.store or args.scheduler or args.workers or args.chunk_size:
+        return _plan_simulate_on_cluster(args, task)
+    folder = _prepare_output(args, task.name, (BANK_FILE,))
+
+    def work() -> int:
+        from aalr_jax.data import describe_prior, save_bank
+
+        bank = _simulate(args, task, {})
+        path = os.path.join(folder, BANK_FILE)
+        metadata = {"task": task.name, "prior": describe_prior(task.prior), "seed": args.seed}
+        save_bank(path, bank, metadata=metadata)
+        print(f"{PROG}: wrote {bank.num_simulations} {task.name} simulations to {os.path.abspath(path)}")
+        return 0
+
+    return work
 
 
-def _cmd_sample(args) -> int:
-    start, timings = time.perf_counter(), {}
-    estimator, task, metadata = _estimator_and_task(args)
-    x_obs, is_default = _observation(args, task, estimator.x_shape)
-    extra = {"budget": metadata.get("num_simulations"), "training": metadata.get("training"),
-             "estimator": os.path.abspath(args.estimator)}
-    summary = _sample_and_write(args, task, estimator, x_obs, is_default, timings, extra, start)
-    _print_result(summary, args.output)
-    return 0
+def _plan_train(args):
+    from aalr_jax import tasks
+    from aalr_jax.data import load_bank, load_bank_metadata
+
+    path, bank, recorded = _stored_bank(args.bank) if _is_store(args.bank) else (None, None, None)
+    if bank is None:
+        path = _input_file(args.bank, BANK_FILE, "bank")
+        recorded = load_bank_metadata(path).get("task")
+        bank = load_bank(path)
+    if args.task is not None and recorded is not None and recorded != args.task:
+        raise UsageError(f"bank {path} was simulated from task {recorded!r}, not {args.task!r}")
+    task = tasks.get(args.task) if args.task is not None else _task(recorded, f"bank {path}")
+    _check_compatible(task, bank.theta.shape[1], bank.x.shape[1:], f"bank {path}")
+    _check_training(args, bank.num_simulations, bank.x.shape[1:])
+    folder = _prepare_output(args, task.name, (ESTIMATOR_FILE,))
+
+    def work() -> int:
+        from aalr_jax import io
+
+        estimator, metadata = _train(args, bank, task, {})
+        out = os.path.join(folder, ESTIMATOR_FILE)
+        io.save_estimator(out, estimator, metadata=metadata)
+        t = metadata["training"]
+        if "members" in t:
+            epochs = ", ".join(str(m["epochs"]) for m in t["members"])
+            done = (f"trained {t['num_members']} members ({epochs} epochs), ensemble validation loss "
+                    f"{t['validation_loss']:.4f}")
+        else:
+            done = (f"trained {t['epochs']} epochs (best {t['best_epoch']}, validation loss "
+                    f"{t['best_validation_loss']:.4f})")
+        print(f"{PROG}: {done}; wrote {os.path.abspath(out)}")
+        return 0
+
+    return work
+
+
+def _plan_sample(args):
+    path, estimator, task, metadata = _estimator_and_task(args)
+    plan = _sampling_plan(args, task, estimator.x_shape)
+    folder = _prepare_output(args, task.name, (SAMPLES_FILE, CORNER_FILE, SUMMARY_FILE))
+
+    def work() -> int:
+        start, timings = time.perf_counter(), {}
+        extra = {"budget": metadata.get("num_simulations"), "training": metadata.get("training"),
+                 "estimator": os.path.abspath(path)}
+        summary = _sample_and_write(args, task, estimator, plan, timings, extra, start)
+        _print_result(summary, folder)
+        return 0
+
+    return work
 
 
 def _load_samples(path: str, theta_dim: int) -> dict:
     """Chains ``(C, S, d)`` and per-chain statistics of a samples.npz written by 'sample' or 'run'."""
+    import zipfile
+
+    import numpy as np
+
     _require_file(path, "samples")
     try:
-        with np.load(path, allow_pickle=False) as data:
+        data = np.load(path, allow_pickle=False)
+        if not isinstance(data, np.lib.npyio.NpzFile):
+            raise ValueError("it holds one array, not the .npz archive that 'sample' writes")
+        with data:
             arrays = {k: np.asarray(data[k]) for k in data.files}
-    except (ValueError, OSError, zipfile.BadZipFile) as err:
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as err:
         raise ValueError(f"cannot read samples {path}: {err}") from None
     chains = arrays.get("chains")
-    if chains is None or chains.ndim != 3 or chains.shape[2] != theta_dim or chains.shape[1] < 4:
+    if (chains is None or chains.ndim != 3 or chains.shape[2] != theta_dim or chains.shape[1] < 4
+            or not np.issubdtype(chains.dtype, np.number) or np.iscomplexobj(chains)):
         shape = None if chains is None else chains.shape
         raise ValueError(f"samples {path} must hold 'chains' of shape (C, S >= 4, {theta_dim}) as written by "
                          f"'sample', got {shape}")
     if not np.isfinite(chains).all():
         raise ValueError(f"samples {path} contain non-finite chains")
+    outside = arrays.get("outside_training")
     return {"chains": chains, "acceptance_rate": arrays.get("acceptance_rate"),
-            "num_divergent": arrays.get("num_divergent")}
+            "num_divergent": arrays.get("num_divergent"),
+            "outside_training": None if outside is None else bool(np.asarray(outside).any())}
 
 
-def _numbers(values) -> list:
-    return [_json_number(v) for v in np.ravel(values)]
+def _plan_diagnose(args):
+    from aalr_jax import priors
+
+    path, estimator, task, metadata = _estimator_and_task(args)
+    loaded = _load_samples(args.samples, task.theta_dim) if args.samples else None
+    sampler = _resolve_sampler(args.method, task.theta_dim)
+    grid = task.theta_dim <= 2 and priors.box_bounds(task.prior.support) is not None
+    folder = _prepare_output(args, task.name, ("coverage.png", "sbc.png", "roc.png", "traces.png", DIAGNOSTICS_FILE))
+
+    def work() -> int:
+        return _diagnose(args, path, estimator, task, metadata, loaded, sampler, grid, folder)
+
+    return work
 
 
-def _report_record(report) -> dict:
-    return {
-        "rhat": _numbers(report.rhat), "ess_bulk": _numbers(report.ess_bulk), "ess_tail": _numbers(report.ess_tail),
-        "num_modes": report.num_modes, "chains_per_mode": [int(c) for c in report.mode_chains],
-        "within_mode_rhat": _numbers(report.mode_rhat), "within_mode_ess_bulk": _numbers(report.mode_ess_bulk),
-        "within_mode_ess_tail": _numbers(report.mode_ess_tail),
-        "mean_acceptance": _json_number(np.nanmean(report.acceptance_rate))
-        if np.isfinite(report.acceptance_rate).any() else None,
-        "num_divergent": report.num_divergent, "num_stuck": int(report.stuck.sum()),
-        "warnings": list(report.warnings), "notes": list(report.notes),
-    }
+def _diagnose(args, path, estimator, task, metadata, loaded, sampler, use_grid, folder) -> int:
+    import jax
+    import numpy as np
 
+    import aalr_jax
+    from aalr_jax import diagnostics, ood, plotting
+    from aalr_jax.data import simulate
+    from aalr_jax.diagnostics import verdicts
+    from aalr_jax.sampling import sample_posterior
 
-def _cmd_diagnose(args) -> int:
     start, timings = time.perf_counter(), {}
-    estimator, task, metadata = _estimator_and_task(args)
-    loaded = _load_samples(args.samples, task.theta_dim) if args.samples else None  # fail before any work
     labels = list(task.parameter_labels)
     key_pairs, key_sample, key_roc, key_norm = jax.random.split(_key(args, "diagnose"), 4)
-    record = {"task": task.name, "estimator": os.path.abspath(args.estimator), "seed": args.seed,
+    record = {"task": task.name, "estimator": os.path.abspath(path), "seed": args.seed,
               "budget": metadata.get("num_simulations")}
-    os.makedirs(args.output, exist_ok=True)
-    figures = {}
+    figures, found = {}, {}
 
-    n, method = args.num_pairs, resolve_method(args.method, task.theta_dim)
+    n, method = args.num_pairs, sampler["method"]
     with _phase(args, timings, "coverage", f"sampling the posteriors of {n} pairs ({method}, "
-                                           f"{args.num_chains} chains each)"):
+                                           f"{args.num_chains} chains each)"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", ood.OutOfDistributionWarning)  # pairs come from the joint
         bank = simulate(key_pairs, task, n, progress=False)
         post = sample_posterior(key_sample, estimator, task.prior, bank.x, method=method,
                                 num_samples=args.num_samples, num_chains=args.num_chains,
-                                num_warmup=args.num_warmup)
+                                num_warmup=args.num_warmup, thin=sampler["thin"],
+                                independence_prob=sampler["independence_prob"])
         credibility = diagnostics.sample_credibility(estimator, task.prior, bank.x, bank.theta, post.samples)
         coverage = diagnostics.coverage_from_credibility(credibility)
         num_draws = min(args.num_samples, 100)
@@ -585,8 +905,8 @@ def _cmd_diagnose(args) -> int:
     as_record = lambda c: {"levels": _numbers(c.levels), "coverage": _numbers(c.coverage),
                            "lower": _numbers(c.lower), "upper": _numbers(c.upper), "verdict": c.verdict,
                            "conservative": c.conservative, "confidence": c.confidence}
-    record["pairs"] = {"num_pairs": n, "sampler": {"method": method, "num_samples": args.num_samples,
-                                                    "num_chains": args.num_chains, "num_warmup": args.num_warmup}}
+    record["pairs"] = {"num_pairs": n, "sampler": {"num_samples": args.num_samples, "num_chains": args.num_chains,
+                                                    "num_warmup": args.num_warmup, **sampler}}
     record["coverage"] = as_record(coverage)
     record["sbc"] = {"num_draws": num_draws, "chi2_pvalue": _numbers(sbc.chi2_pvalue),
                      "ks_pvalue": _numbers(sbc.ks_pvalue), "dispersion": _numbers(sbc.dispersion),
@@ -598,14 +918,22 @@ def _cmd_diagnose(args) -> int:
         "observations_by_num_modes": {str(m): int(c) for m, c in zip(*np.unique([r.num_modes for r in health],
                                                                                  return_counts=True))},
     }
+    found["mcmc_pairs"] = verdicts.mcmc_verdict(health, what="pair posteriors")
+    sample_verdict = verdicts.coverage_verdict(coverage, method=f"{args.num_samples} posterior draws per pair")
+    grid_verdict, grid_label = None, None
+    if use_grid:
+        with _phase(args, timings, "coverage_grid", "expected coverage by grid integration"):
+            grid = diagnostics.coverage_from_credibility(
+                diagnostics.grid_credibility(estimator, task.prior, bank.x, bank.theta))
+        record["coverage_grid"] = as_record(grid)
+        grid_verdict = verdicts.coverage_verdict(grid, method="grid integration on the prior box")
+        grid_label = grid.verdict
+    found["coverage"] = verdicts.reconcile_coverage(sample_verdict, grid_verdict, coverage.verdict, grid_label)
+    found["sbc"] = verdicts.sbc_verdict(sbc, labels)
+    headline = grid_label or coverage.verdict
     figures["coverage.png"] = plotting.coverage_plot(coverage, title=f"{task.name}: expected HPD coverage, "
                                                                      f"{coverage.verdict} ({n} pairs)")
     figures["sbc.png"] = plotting.sbc_plot(sbc, labels=labels, title=f"{task.name}: SBC ranks ({n} pairs)")
-
-    if task.theta_dim <= 2 and priors.box_bounds(task.prior.support) is not None:
-        with _phase(args, timings, "coverage_grid", "expected coverage by grid integration"):
-            grid = diagnostics.grid_credibility(estimator, task.prior, bank.x, bank.theta)
-            record["coverage_grid"] = as_record(diagnostics.coverage_from_credibility(grid))
 
     with _phase(args, timings, "roc", f"ROC diagnostic at {args.num_roc_thetas} parameters"):
         extra = np.asarray(task.prior.sample(key_roc, (args.num_roc_thetas - 1,)))
@@ -616,38 +944,45 @@ def _cmd_diagnose(args) -> int:
                      "auc_std": _numbers(roc.auc_std), "weight_ess": _numbers(roc.weight_ess),
                      "classifier": {"hidden_features": list(roc.hidden_features), "num_epochs": roc.num_epochs,
                                     "num_train_per_class": roc.num_train, "num_test_per_class": roc.num_test}}
+    found["roc"] = verdicts.roc_verdict(roc)
     figures["roc.png"] = plotting.roc_plot(roc)
 
     with _phase(args, timings, "normalization", "normalisation check"):
-        x_check = np.concatenate([np.asarray(task.default_observation, np.float32)[None], np.asarray(bank.x[:9])])
+        default = np.asarray(task.default_observation, np.float32)
+        default = default[0] if task.iid else default
+        x_check = np.concatenate([default[None], np.asarray(bank.x[:9])])
         norm = diagnostics.normalization_check(key_norm, estimator, task.prior, x_check)
     record["normalization"] = {"observations": "default observation, then the first pairs' x",
                                "mean": _numbers(norm.mean), "stderr": _numbers(norm.stderr),
                                "num_prior_samples": norm.num_samples}
+    found["normalization"] = verdicts.normalization_verdict(norm)
 
     if loaded is not None:
         with _phase(args, timings, "mcmc", f"MCMC health of {args.samples}"):
             report = diagnostics.mcmc_report(loaded["chains"], acceptance_rate=loaded["acceptance_rate"],
-                                             num_divergent=loaded["num_divergent"], labels=labels)
+                                             num_divergent=loaded["num_divergent"], labels=labels,
+                                             outside_training=loaded["outside_training"])
         record["mcmc_samples"] = {"file": os.path.abspath(args.samples), **_report_record(report)}
+        found["mcmc_samples"] = verdicts.mcmc_verdict([report], what="run of --samples")
         figures["traces.png"] = plotting.trace_plot(loaded["chains"], labels=labels, mode_labels=report.mode_labels,
                                                     title=f"{task.name}: traces of {args.samples}")
-        for message in report.warnings:
-            _say(args, f"warning: {message}")
 
     with _phase(args, timings, "write", "writing outputs"):
         for name, fig in figures.items():
-            plotting.save_figure(fig, os.path.join(args.output, name))
+            plotting.save_figure(fig, os.path.join(folder, name))
     timings["total"] = time.perf_counter() - start
+    record["verdicts"] = {name: v.as_dict() for name, v in found.items()}
     record["timings"] = {name: round(seconds, 3) for name, seconds in timings.items()}
     record["versions"] = {"aalr_jax": aalr_jax.__version__, "jax": jax.__version__}
     record["device"] = jax.devices()[0].platform
-    with open(os.path.join(args.output, "diagnostics.json"), "w") as f:
-        json.dump(record, f, indent=2)
-        f.write("\n")
-    aucs = ", ".join(f"{a:.3f}±{s:.3f}" for a, s in zip(roc.auc, roc.auc_std))
-    print(f"{PROG}: {task.name}: coverage {coverage.verdict}, SBC {'uniform' if sbc.uniform else 'not uniform'}, "
-          f"ROC AUC {aucs}, E[r̂] {norm.mean[0]:.3f}±{norm.stderr[0]:.3f}; outputs in {os.path.abspath(args.output)}")
+    _write_json(os.path.join(folder, DIAGNOSTICS_FILE), record)
+    failed = [name for name, v in found.items() if not v.passed]
+    status = "all checks passed" if not failed else f"failed: {', '.join(failed)}"
+    print(f"{PROG}: {task.name}: coverage {headline}, {status}; outputs in {os.path.abspath(folder)}")
+    for name, v in found.items():
+        print(f"  {name}: {v.text}")
+        if v.advice:
+            print(f"    next: {v.advice}")
     return 0
 
 
@@ -666,44 +1001,107 @@ def _add_cluster_options(parser) -> None:
                        help="simulations per Dask task and per Zarr chunk (default: chosen from n and the workers)")
 
 
-def _simulate_on_cluster(args, task) -> int:
-    """``simulate`` on Dask (a LocalCluster or ``--scheduler``), into ``--store`` and/or ``--output``."""
+def _is_store(path: str) -> bool:
+    return path.rstrip("/").endswith(".zarr")
+
+
+def _stored_bank(path: str):
+    """``(path, bank, task name)`` of a Zarr store written by ``simulate --store`` (read lazily)."""
+    from aalr_jax.store import load_bank
+
+    if not os.path.isdir(path):
+        raise FileNotFoundError(f"bank store not found: {path}")
+    bank = load_bank(path)
+    simulator = str(bank.config.get("simulator", ""))
+    return path, bank, simulator.removeprefix("task:") if simulator.startswith("task:") else None
+
+
+def _plan_simulate_on_cluster(args, task):
+    """``simulate`` on Dask (a LocalCluster or ``--scheduler``) into ``--store`` (resumable)."""
     if args.scheduler and args.workers:
-        raise ValueError("--workers sizes a local cluster; with --scheduler the cluster has its own workers")
-    if not (args.store or args.output):
-        raise ValueError("simulate needs --output BANK.npz or --store BANK.zarr")
-    if args.store and not is_store_path(args.store):
-        raise ValueError(f"--store expects a path ending in .zarr, got {args.store!r}")
-    bank = simulate(_key(args, "simulate"), task, args.num_simulations, backend="dask", store=args.store,
-                    client=args.scheduler, workers=args.workers, chunk_size=args.chunk_size,
-                    progress=not args.quiet)
-    if args.output:
-        save_bank(args.output, bank.to_memory() if args.store else bank)
-    where = ", ".join(os.path.abspath(p) for p in (args.store, args.output) if p)
-    print(f"{PROG}: wrote {bank.num_simulations} simulations to {where}")
-    return 0
+        raise UsageError("--workers sizes a local cluster; with --scheduler the cluster has its own workers")
+    if not args.store or not _is_store(args.store):
+        raise UsageError(f"--store BANK.zarr is needed to simulate on a cluster, got {args.store!r}")
+    parent = os.path.dirname(os.path.abspath(args.store))
+    if not os.path.isdir(parent):
+        raise UsageError(f"--store {args.store}: the folder {parent} does not exist")
+
+    def work() -> int:
+        from aalr_jax.data import simulate
+
+        bank = simulate(_key(args, "simulate"), task, args.num_simulations, backend="dask", store=args.store,
+                        client=args.scheduler, workers=args.workers, chunk_size=args.chunk_size,
+                        progress=not args.quiet)
+        print(f"{PROG}: wrote {bank.num_simulations} {task.name} simulations to {os.path.abspath(args.store)}")
+        return 0
+
+    return work
 
 
 # ----------------------------------------------------------------------------- entry point
 
+_EXPECTED = (UsageError, ValueError, TypeError, OSError, KeyError)
+
+
+def _message(err: BaseException) -> str:
+    if isinstance(err, KeyError) and err.args:
+        text = str(err.args[0])
+    else:
+        text = str(err) or type(err).__name__
+    return " ".join(text.split())  # one line
+
+
+def _fail(args, err: BaseException, code: int, *, unexpected: bool = False) -> int:
+    if getattr(args, "debug", False):
+        traceback.print_exception(err)
+    message = _message(err)
+    if unexpected:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+        message = f"unexpected {type(err).__name__}: {first[:300]}"
+        if not getattr(args, "debug", False):
+            message += " (rerun with --debug for the traceback)"
+    print(f"{PROG}: error: {message}", file=sys.stderr, flush=True)
+    return code
+
 
 def main(argv=None) -> int:
-    """Run the command line ``argv`` (default ``sys.argv[1:]``); returns the exit status."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or (argv[0] not in COMMANDS and argv[0] not in ("-h", "--help", "--version")):
-        argv = ["run"] + argv  # `aalr-jax` and `aalr-jax --task slcp` mean `aalr-jax run ...`
+    """Run the command line ``argv`` (default ``sys.argv[1:]``); returns the exit status.
+
+    0 on success, 2 for usage errors (found before any work), 1 for failures during the work,
+    130 when interrupted.
+    """
+    argv = [str(a) for a in (sys.argv[1:] if argv is None else argv)]
+    parser = build_parser()
+    if not argv:
+        parser.print_help()
+        return 0
+    if argv[0] not in COMMANDS and argv[0] not in ("-h", "--help", "--version"):
+        argv = ["run"] + argv  # `aalr-jax --task slcp` means `aalr-jax run --task slcp`
     try:
-        args = build_parser().parse_args(argv)
+        args = parser.parse_args(argv)
     except SystemExit as exit_:  # --help, --version, usage errors (argparse already printed)
         return exit_.code if isinstance(exit_.code, int) else 0 if exit_.code is None else 2
+    if args.command is None:
+        parser.print_help()
+        return 0
     try:
-        return args.handler(args)
-    except KeyError as err:
-        message = err.args[0] if err.args else repr(err)
-    except (ValueError, TypeError, OSError) as err:
-        message = str(err)
-    print(f"{PROG}: error: {message}", file=sys.stderr)
-    return 2
+        work = args.handler(args)
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130
+    except _EXPECTED as err:
+        return _fail(args, err, 2)
+    except Exception as err:  # a bug: still one line, --debug for the rest
+        return _fail(args, err, 1, unexpected=True)
+    try:
+        return work()
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130
+    except _EXPECTED as err:
+        return _fail(args, err, 1)
+    except Exception as err:
+        return _fail(args, err, 1, unexpected=True)
 
 
 if __name__ == "__main__":

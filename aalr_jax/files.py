@@ -15,7 +15,7 @@ import os
 import secrets
 from typing import Callable, IO
 
-__all__ = ["atomic_write"]
+__all__ = ["atomic_write", "atomic_write_bytes"]
 
 
 def _umask() -> int:
@@ -25,8 +25,10 @@ def _umask() -> int:
 
 
 def _open_unnamed(directory: str) -> int | None:
+    """An unnamed file in ``directory``, or ``None`` where that is not possible (it is named
+    through ``/proc/self/fd``, so ``/proc`` must be mounted too)."""
     flag = getattr(os, "O_TMPFILE", None)
-    if flag is None:
+    if flag is None or not os.path.isdir("/proc/self/fd"):
         return None
     try:
         return os.open(directory, flag | os.O_WRONLY, 0o666 & ~_umask())
@@ -40,6 +42,10 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) ->
     Args:
         path: the target file; its folder must exist (``FileNotFoundError`` names it otherwise).
         write: fills the file object; any exception it raises leaves ``path`` untouched.
+
+    Raises:
+        FileNotFoundError: the folder of ``path`` does not exist (the message names it).
+        IsADirectoryError: ``path`` is a folder.
     """
     path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
@@ -70,3 +76,8 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) ->
         if named and os.path.lexists(tmp):
             os.unlink(tmp)
         raise
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """:func:`atomic_write` of ``data``."""
+    atomic_write(path, lambda f: f.write(data))

@@ -22,6 +22,8 @@ import warnings
 
 import numpy as np
 
+from aalr_jax.validation import check_real_array
+
 __all__ = ["OutOfDistributionWarning", "RANGE_MARGIN", "Z_LIMIT", "check_observations", "outside_training_data"]
 
 RANGE_MARGIN = 0.1
@@ -59,8 +61,11 @@ def outside_training_data(estimator, x_obs, *, iid: bool = False) -> np.ndarray:
         Boolean array of the batch shape of ``x_obs``: ``()`` or ``(k,)``.
     """
     x_shape = tuple(estimator.x_shape)
-    x = np.asarray(x_obs, np.float64)
+    x = check_real_array("x_obs", x_obs).astype(np.float64)
     batch_ndim = x.ndim - len(x_shape) - (1 if iid else 0)
+    if batch_ndim < 0 or tuple(x.shape[x.ndim - len(x_shape):]) != x_shape or (iid and x.shape[batch_ndim] < 1):
+        expected = f"(n, {', '.join(map(str, x_shape))})" if iid else f"{x_shape}"
+        raise ValueError(f"x_obs must have shape {expected} or a batch of them, got {x.shape}")
     members = getattr(estimator, "members", None)
     standardization = getattr(members if members is not None else estimator, "standardization", None)
     if standardization is None:

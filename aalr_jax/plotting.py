@@ -14,6 +14,8 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
+from aalr_jax.files import atomic_write
+
 __all__ = ["corner", "coverage_plot", "roc_plot", "save_figure", "sbc_plot", "trace_plot"]
 
 SAMPLE_COLOR, REFERENCE_COLOR, TRUTH_COLOR = "tab:blue", "tab:orange", "black"
@@ -116,9 +118,16 @@ def corner(samples, *, labels=None, truth=None, reference=None, bins=50, title=N
 
 
 def save_figure(fig: Figure, path: str, *, dpi: int = 150) -> None:
-    """Write ``fig`` to ``path`` (format from the extension), creating the folder if needed."""
+    """Write ``fig`` to ``path`` (format from the extension: png, pdf, svg ...), creating the folder
+    if needed, atomically (:func:`aalr_jax.files.atomic_write`: never half a file, never through a
+    symbolic link at ``path``)."""
+    path = os.fspath(path)
+    fmt = os.path.splitext(path)[1][1:].lower()
+    supported = fig.canvas.get_supported_filetypes()
+    if fmt not in supported:
+        raise ValueError(f"cannot save a figure as {path!r}: use one of the extensions {', '.join(sorted(supported))}")
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    fig.savefig(path, dpi=dpi)
+    atomic_write(path, lambda f: fig.savefig(f, format=fmt, dpi=dpi))
 
 
 def _labels(labels, d: int, default: str = "θ") -> list:

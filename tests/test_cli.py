@@ -14,7 +14,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from aalr_jax import cli, io
+from aalr_jax.data import load_bank_metadata
+
+from aalr_jax import cli, diagnostics, io
 
 BUDGET = ["--num-simulations", "2000"]
 TRAINING = ["--max-epochs", "3"]
@@ -51,10 +53,9 @@ def run_dir(tmp_path_factory):
 def trained(tmp_path_factory):
     """``simulate`` then ``train`` through files, with the same seed and settings as ``run_dir``."""
     folder = tmp_path_factory.mktemp("pipeline")
-    bank, estimator = folder / "bank.npz", folder / "estimator.npz"
-    _run_ok(["simulate", "--task", "two_moons", *BUDGET, "--output", bank, "--quiet"])
-    _run_ok(["train", "--bank", bank, "--output", estimator, "--task", "two_moons", *TRAINING, "--quiet"])
-    return estimator
+    _run_ok(["simulate", "--task", "two_moons", *BUDGET, "--output", folder, "--quiet"])
+    _run_ok(["train", "--bank", folder, "--output", folder, *TRAINING, "--quiet"])  # task from the bank
+    return folder / "estimator.npz"
 
 
 def _summary(folder):
@@ -69,25 +70,32 @@ def _check_summary(summary, *, budget=2000, method="rwmh"):
     assert summary["training"]["epochs"] == 3 and 0 <= summary["training"]["best_epoch"] < 3
     assert math.isfinite(summary["training"]["best_validation_loss"])
     assert list(summary["posterior"]) == ["parameter_1", "parameter_2"]
-    for stats in summary["posterior"].values():
-        assert -1.0 <= stats["mean"] <= 1.0 and 0.0 < stats["std"] < 2.0
-    diagnostics = summary["diagnostics"]
-    assert 0.0 < diagnostics["mean_acceptance"] <= 1.0
-    assert diagnostics["num_modes"] >= 1 and sum(diagnostics["chains_per_mode"]) <= 100
-    assert all(r > 0.5 for r in diagnostics["within_mode_rhat"]) and min(diagnostics["ess_bulk"]) > 0
-    assert isinstance(diagnostics["warnings"], list) and isinstance(diagnostics["notes"], list)
+    assert summary["outside_training"] is False  # the default observation is in the training data
+    assert isinstance(summary["diagnostics"]["warnings"], list) and isinstance(summary["diagnostics"]["notes"], list)
     assert summary["versions"]["jax"] and summary["versions"]["aalr_jax"]
     assert summary["device"] in ("cpu", "gpu", "tpu", "cuda", "rocm")
 
 
 def _check_samples(folder, x_obs):
+    """samples.npz against summary.json: the summary's means, standard deviations and health numbers
+    are those of the saved draws (recomputed here from the chains)."""
     with np.load(folder / "samples.npz") as f:
-        assert {"samples", "chains", "acceptance_rate", "rhat", "ess", "x_obs"} <= set(f.files)
-        assert f["samples"].shape == (200, 2) and f["chains"].shape == (4, 50, 2)
-        assert f["acceptance_rate"].shape == (4,) and f["rhat"].shape == f["ess"].shape == (2,)
-        assert np.all(np.abs(f["samples"]) <= 1.0)
+        assert {"samples", "chains", "acceptance_rate", "rhat", "ess", "x_obs", "outside_training"} <= set(f.files)
+        samples, chains = f["samples"], f["chains"]
+        assert samples.shape == (200, 2) and chains.shape == (4, 50, 2)
+        assert np.all(np.abs(samples) <= 1.0)  # the prior's box: draws outside it would be a support bug
         np.testing.assert_allclose(f["x_obs"], x_obs, rtol=1e-6)
-        return f["samples"]
+        # the draws are the chains interleaved, as documented
+        np.testing.assert_array_equal(samples, np.swapaxes(chains, 0, 1).reshape(-1, 2)[:200])
+    summary = _summary(folder)
+    means = [summary["posterior"][k]["mean"] for k in ("parameter_1", "parameter_2")]
+    stds = [summary["posterior"][k]["std"] for k in ("parameter_1", "parameter_2")]
+    np.testing.assert_allclose(means, samples.mean(0), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(stds, samples.std(0), rtol=1e-5, atol=1e-6)
+    report = diagnostics.mcmc_report(chains.astype(np.float32), acceptance_rate=np.load(folder / "samples.npz")["acceptance_rate"])
+    np.testing.assert_allclose(summary["diagnostics"]["rhat"], report.rhat, rtol=1e-4)
+    np.testing.assert_allclose(summary["diagnostics"]["within_mode_rhat"], report.mode_rhat, rtol=1e-4)
+    return samples
 
 
 def test_run_writes_every_output(run_dir):
@@ -99,15 +107,18 @@ def test_run_writes_every_output(run_dir):
     assert summary["reference_posterior"] is True and summary["observation"] == "default"
     _check_samples(run_dir, [-0.6396706, 0.16234657])
     assert (run_dir / "corner.png").read_bytes()[:4] == b"\x89PNG"
-    assert io.load_metadata(run_dir / "estimator.npz")["metadata"] == {
-        "task": "two_moons", "num_simulations": 2000, "seed": 0, "training": summary["training"],
-    }
+    metadata = io.load_metadata(run_dir / "estimator.npz")["metadata"]
+    assert metadata["task"] == "two_moons" and metadata["num_simulations"] == 2000 and metadata["seed"] == 0
+    assert metadata["training"] == summary["training"]
+    assert metadata["prior"] == {"type": "Independent", "base": {"type": "Uniform", "params": {
+        "high": [1.0, 1.0], "low": [-1.0, -1.0]}}, "event_shape": [2]}
 
 
 def test_simulate_train_sample_through_files(trained, run_dir, tmp_path, capsys):
     bank = trained.parent / "bank.npz"
     with np.load(bank) as f:
         assert f["theta"].shape == (2000, 2) and f["x"].shape == (2000, 2)
+    assert load_bank_metadata(bank)["task"] == "two_moons"  # `train` read it: no --task was given
     assert io.load_metadata(trained)["metadata"]["task"] == "two_moons"
     # fit's default network has no quadratic terms, and the file says so
     assert io.load_metadata(trained)["metadata"]["training"]["quadratic"] is False
@@ -171,7 +182,8 @@ def test_user_errors(trained, tmp_path, capsys):
         (["train", "--bank", missing, "--output", tmp_path / "e.npz"], "bank file not found"),
         (["run", "--observation", tmp_path / "x.npy", "--output", tmp_path], "observation file not found"),
         (["sample", "--estimator", trained, "--task", "slcp", "--output", tmp_path], "task slcp"),
-        (["train", "--bank", trained.parent / "bank.npz", "--task", "slcp", "--output", tmp_path / "e"], "task slcp"),
+        (["train", "--bank", trained.parent / "bank.npz", "--task", "slcp", "--output", tmp_path / "e"],
+         "simulated from task 'two_moons', not 'slcp'"),
         (["train", "--bank", trained.parent / "bank.npz", "--batch-size", "8", "--num-negatives", "8", "--quiet",
           "--output", tmp_path / "e"], "num_negatives must be smaller than batch_size (8)"),
     ]
@@ -187,15 +199,15 @@ def test_user_errors(trained, tmp_path, capsys):
     assert code == 2 and "--estimator" in err
 
 
-def test_no_arguments_means_run_with_defaults(monkeypatch):
+def test_no_arguments_print_help_and_options_alone_mean_run(monkeypatch, capsys):
     seen = {}
-    monkeypatch.setattr(cli, "_cmd_run", lambda args: seen.update(vars(args)) or 0)
-    assert cli.main([]) == 0
-    assert seen["task"] == "two_moons" and seen["num_simulations"] == 20_000 and seen["output"] == "aalr_output"
-    assert (seen["method"], seen["num_samples"], seen["num_chains"], seen["num_warmup"]) == ("auto", 10_000, 100, 500)
-    assert seen["seed"] == 0 and seen["hidden"] == (128, 128, 128) and not seen["quiet"] and not seen["iid"]
+    monkeypatch.setattr(cli, "_plan_run", lambda args: seen.update(vars(args)) or (lambda: 0))
+    assert cli.main([]) == 0  # bare `aalr-jax`: help, nothing runs
+    assert not seen and "usage: aalr-jax" in capsys.readouterr().out
     assert cli.main(["--task", "slcp", "--hidden", "8,4"]) == 0
-    assert seen["task"] == "slcp" and seen["hidden"] == (8, 4)
+    assert seen["task"] == "slcp" and seen["hidden"] == (8, 4) and seen["num_simulations"] == 20_000
+    assert seen["output"] == "aalr_output" and (seen["method"], seen["num_samples"]) == ("auto", 10_000)
+    assert seen["seed"] == 0 and not seen["quiet"] and not seen["iid"] and not seen["overwrite"]
 
 
 @pytest.mark.parametrize(
@@ -242,12 +254,30 @@ def test_one_draw_per_chain_skips_the_health_report(trained, tmp_path, capsys):
         assert f["samples"].shape == (8, 2) and np.all(np.isnan(f["ess"]))
 
 
-def test_an_iid_default_observation_without_iid_says_how(tmp_path, capsys):
-    """weinberg's default observation is a set of 100 i.i.d. draws: without --iid the CLI must not
-    treat it as 100 separate observations, and the error says what to pass."""
-    code, err = _error(["run", "--task", "weinberg", "--output", tmp_path / "out", "--quiet"], capsys)
-    assert code == 2 and "(100, 1)" in err and "pass --iid" in err
-    assert not (tmp_path / "out").exists()
+def test_an_iid_task_samples_its_default_observation_without_iid(tmp_path):
+    """weinberg's default observation is a set of 100 i.i.d. events: `run --task weinberg` plans an
+    i.i.d. posterior of that set without --iid (it stopped with a shape error before Task.iid)."""
+    args = cli.build_parser().parse_args(["run", "--task", "weinberg", "--output", str(tmp_path / "w"), "--quiet"])
+    work = cli._plan_run(args)
+    assert callable(work) and (tmp_path / "w").is_dir()
+    from aalr_jax import tasks
+
+    plan = cli._sampling_plan(args, tasks.get("weinberg"), (1,))
+    assert plan["iid"] is True and plan["x_obs"].shape == (100, 1)
+    plan = cli._sampling_plan(args, tasks.get("two_moons"), (2,))
+    assert plan["iid"] is False and plan["x_obs"].shape == (2,)
+
+
+def test_every_task_default_observation_matches_its_iid_flag():
+    from aalr_jax import tasks
+
+    for name in tasks.names():
+        task = tasks.get(name)
+        if task.observation is None:
+            continue  # simulated from true_theta: one draw of x_shape by construction
+        shape = np.shape(task.observation)
+        expected = shape[1:] if task.iid else shape
+        assert tuple(expected) == tuple(task.x_shape), (name, shape, task.iid)
 
 
 def test_train_an_ensemble_then_sample_with_it(trained, tmp_path, capsys):
@@ -255,8 +285,8 @@ def test_train_an_ensemble_then_sample_with_it(trained, tmp_path, capsys):
     records each member's training (here with 2 negatives per simulation, ratio weighting ½, the
     parameters' moving average and the quadratic terms in θ), and `sample` reads the ensemble back;
     a weighting outside [0, 1] and a decay of 1 are refused."""
-    estimator = tmp_path / "ensemble.npz"
-    out, _ = _run_ok(["train", "--bank", trained.parent / "bank.npz", "--output", estimator, "--task", "two_moons",
+    estimator = tmp_path / "ensemble" / "estimator.npz"
+    out, _ = _run_ok(["train", "--bank", trained.parent / "bank.npz", "--output", estimator.parent, "--task", "two_moons",
                       *TRAINING, "--ensemble", "2", "--num-negatives", "2", "--ratio-weighting", "0.5",
                       "--ema-decay", "0.9", "--quadratic", "--quiet"],
                      capsys)
@@ -274,10 +304,10 @@ def test_train_an_ensemble_then_sample_with_it(trained, tmp_path, capsys):
     np.testing.assert_allclose(float(ensemble.log_ratio(theta, x)[0]), np.mean(members), rtol=1e-5)
     _run_ok(["sample", "--estimator", estimator, *SAMPLER, "--output", tmp_path / "s"], capsys)
     assert np.isfinite(np.load(tmp_path / "s" / "samples.npz")["samples"]).all()
-    code, err = _error(["train", "--bank", trained.parent / "bank.npz", "--output", tmp_path / "bad.npz",
+    code, err = _error(["train", "--bank", trained.parent / "bank.npz", "--output", tmp_path / "bad",
                         "--ratio-weighting", "2", "--quiet"], capsys)
     assert code == 2 and "expected an exponent in [0, 1], got '2'" in err
-    code, err = _error(["train", "--bank", trained.parent / "bank.npz", "--output", tmp_path / "bad.npz",
+    code, err = _error(["train", "--bank", trained.parent / "bank.npz", "--output", tmp_path / "bad",
                         "--ema-decay", "1", "--quiet"], capsys)
     assert code == 2 and "expected a decay in [0, 1), got '1'" in err
 
@@ -296,3 +326,148 @@ def test_independence_moves_are_recorded_and_can_be_turned_off(trained, tmp_path
     assert code == 2 and "expected a probability in [0, 1], got '1.5'" in err
     code, err = _error([*argv, "--method", "hmc", "--independence-prob", "0.5", "--output", tmp_path], capsys)
     assert code == 2 and "independence_prob > 0 needs method='rwmh'" in err
+
+
+# ----------------------------------------------------------------------------- bad input loses no work
+
+
+def _forbid_work(monkeypatch):
+    """Make every expensive step fail loudly: a command that reaches one has not validated first."""
+    def forbidden(*args, **kwargs):
+        raise AssertionError("work started before the options were checked")
+
+    monkeypatch.setattr(cli, "_simulate", forbidden)
+    monkeypatch.setattr(cli, "_train", forbidden)
+    monkeypatch.setattr(cli, "_sample_and_write", forbidden)
+    monkeypatch.setattr(cli, "_diagnose", forbidden)
+
+
+def test_bad_options_after_a_run_change_nothing(run_dir, monkeypatch, capsys):
+    """The second run of the issue (another task, HMC with independence moves) used to simulate,
+    train and overwrite estimator.npz before refusing the sampler options."""
+    before = {name: (run_dir / name).read_bytes() for name in OUTPUTS}
+    _forbid_work(monkeypatch)
+    code, err = _error(["run", "--output", run_dir, "--task", "gaussian_linear", "--method", "hmc",
+                        "--independence-prob", "0.5", "--quiet"], capsys)
+    assert code == 2 and "independence_prob > 0 needs method='rwmh'" in err
+    code, err = _error(["run", "--output", run_dir, "--task", "gaussian_linear", "--quiet"], capsys)
+    assert code == 2 and "holds results of task 'two_moons'" in err and "--overwrite" in err
+    assert {name: (run_dir / name).read_bytes() for name in OUTPUTS} == before
+
+
+def test_output_paths_are_checked_before_any_work(trained, tmp_path, monkeypatch, capsys):
+    _forbid_work(monkeypatch)
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    bank = trained.parent / "bank.npz"
+    cases = [
+        (["train", "--bank", bank, "--output", tmp_path / "nodir" / "e.npz"], "looks like a file name"),
+        (["train", "--bank", bank, "--output", blocker], "is a file; --output names a folder"),
+        (["sample", "--estimator", trained, "--output", blocker / "sub"], "cannot create the output folder"),
+        (["simulate", "--output", blocker / "sub"], "cannot create the output folder"),
+        (["diagnose", "--estimator", trained, "--output", blocker], "is a file"),
+    ]
+    for argv, message in cases:
+        code, err = _error([*argv, "--quiet"], capsys)
+        assert code == 2 and message in err, (argv, err)
+    assert not (tmp_path / "nodir").exists() and blocker.read_text() == "not a folder"
+
+
+def test_outputs_replace_symlinks_and_follow_the_umask(trained, tmp_path, capsys):
+    out = tmp_path / "out"
+    out.mkdir()
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    (out / "summary.json").symlink_to(victim)
+    (out / "samples.npz").symlink_to(victim)
+    old = os.umask(0o022)
+    try:
+        code, err = _error(["sample", "--estimator", trained, *SAMPLER, "--output", out], capsys)
+        assert code == 2 and "holds summary.json, which is not a readable aalr-jax result" in err
+        _run_ok(["sample", "--estimator", trained, *SAMPLER, "--output", out, "--overwrite"], capsys)
+        _run_ok(["simulate", "--num-simulations", "50", "--output", tmp_path / "bank", "--quiet"], capsys)
+    finally:
+        os.umask(old)
+    assert victim.read_text() == "precious"
+    for name in ("summary.json", "samples.npz"):
+        assert not (out / name).is_symlink() and (out / name).is_file()
+    assert _summary(out)["task"] == "two_moons"
+    assert (tmp_path / "bank" / "bank.npz").stat().st_mode & 0o777 == 0o644  # not 0600
+    assert sorted(p.name for p in out.iterdir()) == ["corner.png", "samples.npz", "summary.json"]  # no temp file
+
+
+def test_observation_outside_the_training_data_is_flagged(trained, tmp_path, capsys):
+    """x_obs = [1e20, 0] gave draws on the prior's corners with R-hat 1.00 and no word of warning."""
+    path = tmp_path / "far.csv"
+    path.write_text("1e20,0\n")
+    _, err = _run_ok(["sample", "--estimator", trained, "--observation", path, *SAMPLER, "--output", tmp_path / "o"],
+                     capsys)
+    assert err.count("outside the range of the training simulations") == 1  # one line, even with --quiet
+    summary = _summary(tmp_path / "o")
+    assert summary["outside_training"] is True and summary["diagnostics"]["outside_training"] is True
+    assert any("outside the estimator's training data" in w for w in summary["diagnostics"]["warnings"])
+
+
+def test_failures_are_one_line_with_the_right_exit_status(trained, tmp_path, monkeypatch, capsys):
+    code, err = _error(["run", "--seed", "1180591620717411303424", "--output", tmp_path], capsys)
+    assert code == 2 and "--seed" in err and "OverflowError" not in err
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    io.save_estimator(foreign / "estimator.npz", io.load_estimator(trained), metadata={"task": ["two_moons"]})
+    code, err = _error(["sample", "--estimator", foreign, "--output", tmp_path / "s", "--quiet"], capsys)
+    assert code == 2 and "records task ['two_moons'] (list), not a task name; pass --task" in err
+    assert "unhashable" not in err
+
+    import aalr_jax.data
+
+    def broken(*args, **kwargs):
+        raise ValueError("3 of 3 simulations returned non-finite values")
+
+    monkeypatch.setattr(aalr_jax.data, "simulate", broken)  # a failure during the work: exit 1
+    code, err = _error(["simulate", "--num-simulations", "3", "--output", tmp_path / "b", "--quiet"], capsys)
+    assert code == 1 and err == "aalr-jax: error: 3 of 3 simulations returned non-finite values\n"
+    code = cli.main(["simulate", "--num-simulations", "3", "--output", str(tmp_path / "b"), "--quiet", "--debug"])
+    err = capsys.readouterr().err
+    assert code == 1 and "Traceback" in err and err.rstrip().endswith("non-finite values")
+
+
+def test_embedding_choices_and_constants_match_the_library(trained, monkeypatch, capsys, tmp_path):
+    from aalr_jax import nn, sampling
+
+    assert cli.METHODS == sampling.METHODS and set(cli.EMBEDDINGS) == set(nn.EMBEDDINGS)
+    _forbid_work(monkeypatch)
+    code, err = _error(["train", "--bank", trained.parent, "--embedding", "cnn", "--output", tmp_path, "--quiet"], capsys)
+    assert code == 2 and "--embedding cnn" in err and "(H, W)" in err
+    code, err = _error(["train", "--bank", trained.parent, "--embedding", "nope", "--output", tmp_path], capsys)
+    assert code == 2 and "invalid choice: 'nope'" in err
+
+
+def test_help_does_not_import_jax():
+    code = ("import sys; from aalr_jax import cli; "
+            "codes = [cli.main([]), cli.main(['run', '--help']), cli.main(['diagnose', '--help'])]; "
+            "print(codes, sorted(m for m in ('jax', 'flax', 'blackjax') if m in sys.modules))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().splitlines()[-1] == "[0, 0, 0] []"
+
+
+def test_sampling_a_flat_ratio_recovers_the_prior(trained, tmp_path, capsys):
+    """Independent truth for the whole `sample` path: with the output layer zeroed, log r = 0 and the
+    posterior is the prior U(-1, 1)²: mean 0 and standard deviation 1/√3 per parameter, within
+    Monte Carlo error scaled by the run's own effective sample size."""
+    import jax
+
+    estimator = io.load_estimator(trained)
+    flat = jax.tree_util.tree_map_with_path(
+        lambda path, a: a * 0 if "out" in jax.tree_util.keystr(path) else a, estimator.params)
+    folder = tmp_path / "flat"
+    folder.mkdir()
+    io.save_estimator(folder / "estimator.npz", type(estimator)(estimator.config, flat, estimator.standardization),
+                      metadata={"task": "two_moons"})
+    _run_ok(["sample", "--estimator", folder, *SAMPLER, "--output", tmp_path / "o"], capsys)
+    samples = np.load(tmp_path / "o" / "samples.npz")["samples"]
+    ess = np.asarray(_summary(tmp_path / "o")["diagnostics"]["ess_bulk"])
+    assert ess.min() > 20
+    sd = 1 / math.sqrt(3)
+    assert np.all(np.abs(samples.mean(0)) < 5 * sd / np.sqrt(ess)), (samples.mean(0), ess)
+    np.testing.assert_allclose(samples.std(0), sd, rtol=0.25)

@@ -1,5 +1,7 @@
 """Simulation banks: chunked simulation, invalid simulations, user problems, files."""
 
+import os
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -109,3 +111,93 @@ def test_repeated_simulation_does_not_recompile():
     before = _batched(task.simulator)._cache_size()
     simulate(jax.random.PRNGKey(1), task, 500, progress=False)
     assert _batched(task.simulator)._cache_size() == before
+
+
+def test_bad_arguments_are_refused_before_simulating():
+    problem = (USER_PRIOR, gaussian_simulator)
+    key = jax.random.PRNGKey(0)
+    with pytest.raises(TypeError, match="chunk_size must be an integer, got 1.5"):
+        simulate(key, problem, 10, chunk_size=1.5, progress=False)
+    with pytest.raises(ValueError, match="num_simulations must be a positive integer, got 0"):
+        simulate(key, problem, 0, progress=False)
+    with pytest.raises(TypeError, match=r"rng_key must be a JAX PRNG key, got the integer 0; pass jax.random.PRNGKey\(0\)"):
+        simulate(0, problem, 10, progress=False)
+    with pytest.raises(TypeError, match="simulator must return real numbers.*complex64"):
+        simulate(key, (USER_PRIOR, lambda k, t: t.astype(jnp.complex64)), 10, progress=False)
+    with pytest.raises(TypeError, match="simulator must return real numbers.*bool"):
+        simulate(key, (USER_PRIOR, lambda k, t: t > 0), 10, progress=False)
+
+
+def test_an_all_invalid_bank_is_an_error_even_when_dropping():
+    always_nan = lambda k, t: jnp.full((2,), jnp.nan)
+    with pytest.raises(ValueError, match="10 of 10 simulations returned non-finite values.*no valid simulation"):
+        simulate(jax.random.PRNGKey(0), (USER_PRIOR, always_nan), 10, on_invalid="drop", progress=False)
+    half = lambda k, t: jnp.where(t[0] > 0.5, jnp.nan, 1.0) * t
+    with pytest.warns(UserWarning, match="dropped"):
+        bank = simulate(jax.random.PRNGKey(0), (USER_PRIOR, half), 200, on_invalid="drop", progress=False)
+    assert 0 < bank.num_simulations < 200 and np.all(np.asarray(bank.theta[:, 0]) <= 0.5)
+
+
+def test_a_bank_records_its_task_and_prior_and_follows_the_umask(tmp_path):
+    from aalr_jax.data import describe_prior, load_bank_metadata
+
+    task = tasks.get("two_moons")
+    bank = simulate(jax.random.PRNGKey(0), task, 100, progress=False)
+    metadata = {"task": "two_moons", "prior": describe_prior(task.prior)}
+    old = os.umask(0o022)
+    try:
+        save_bank(str(tmp_path / "b.npz"), bank, metadata=metadata)
+    finally:
+        os.umask(old)
+    assert (tmp_path / "b.npz").stat().st_mode & 0o777 == 0o644  # banks were written 0600
+    assert load_bank_metadata(str(tmp_path / "b.npz")) == metadata
+    assert metadata["prior"]["base"] == {"type": "Uniform", "params": {"high": [1.0, 1.0], "low": [-1.0, -1.0]}}
+    np.testing.assert_array_equal(load_bank(str(tmp_path / "b.npz")).x, bank.x)
+    np.savez(tmp_path / "plain.npz", theta=np.zeros((3, 1)), x=np.ones((3, 2)))  # a bank without a header
+    assert load_bank_metadata(str(tmp_path / "plain.npz")) == {}
+    np.save(tmp_path / "one.npy", np.zeros(3))
+    with pytest.raises(ValueError, match="not a simulation bank.*one array"):
+        load_bank(str(tmp_path / "one.npy"))
+    with pytest.raises(FileNotFoundError, match="bank file not found"):
+        load_bank(str(tmp_path / "missing.npz"))
+    with pytest.raises(TypeError, match="JSON-serialisable"):
+        save_bank(str(tmp_path / "c.npz"), bank, metadata={"prior": object()})
+
+
+KILLED_WRITER = """
+import sys
+import numpy as np
+from aalr_jax.data import save_bank
+from aalr_jax.types import SimulationBank
+bank = SimulationBank(np.zeros((1 << 19, 2), np.float32), np.ones((1 << 19, 4), np.float32))
+i = 0
+while True:
+    i += 1
+    save_bank(sys.argv[1], bank, metadata={"version": i})
+    print(i, flush=True)
+"""
+
+
+def test_save_bank_killed_midway_leaves_no_temporary_file(tmp_path):
+    """save_bank used a named temporary file (tmp*.npz), orphaned by a kill."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from aalr_jax.data import load_bank_metadata
+
+    target = tmp_path / "bank.npz"
+    env = {**os.environ, "PYTHONPATH": os.getcwd() + os.pathsep + os.environ.get("PYTHONPATH", ""),
+           "JAX_PLATFORMS": "cpu"}
+    proc = subprocess.Popen([sys.executable, "-c", KILLED_WRITER, str(target)], stdout=subprocess.PIPE, env=env)
+    try:
+        assert proc.stdout.readline().strip() == b"1"
+        time.sleep(0.1)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert os.listdir(tmp_path) == ["bank.npz"]
+    assert load_bank_metadata(str(target))["version"] >= 1 and load_bank(str(target)).num_simulations == 1 << 19

@@ -137,7 +137,7 @@ def test_cli_simulates_into_a_store_on_a_scheduler_and_trains_from_it(client, tm
     in_process = simulate(cli._key(cli.build_parser().parse_args(args), "simulate"), tasks.get("two_moons"), 640,
                           backend="local", progress=False)
     np.testing.assert_array_equal(np.asarray(bank.to_memory().x), np.asarray(in_process.x))
-    assert cli.main(["train", "--bank", store, "--output", str(tmp_path / "e.npz"), "--max-epochs", "2",
+    assert cli.main(["train", "--bank", store, "--output", str(tmp_path / "trained"), "--max-epochs", "2",
                      "--hidden", "16,16", "--quiet"]) == 0
     assert "trained 2 epochs" in capsys.readouterr().out
     assert cli.main(["simulate", "--task", "two_moons", "--store", store, "--scheduler", "tcp://x:1",

@@ -83,3 +83,21 @@ def test_bad_arguments_raise(kwargs, match):
     samples = kwargs.pop("samples")
     with pytest.raises(ValueError, match=match):
         plotting.corner(samples, **kwargs)
+
+
+def test_save_figure_is_atomic_and_never_follows_a_symlink(tmp_path):
+    save_figure = plotting.save_figure
+    fig = Figure()
+    fig.subplots().plot([0, 1], [1, 0])
+    victim = tmp_path / "victim.png"
+    victim.write_bytes(b"precious")
+    link = tmp_path / "out" / "plot.png"
+    link.parent.mkdir()
+    link.symlink_to(victim)
+    save_figure(fig, str(link))
+    assert victim.read_bytes() == b"precious" and not link.is_symlink()
+    assert link.read_bytes()[:4] == b"\x89PNG" and sorted(p.name for p in link.parent.iterdir()) == ["plot.png"]
+    save_figure(fig, str(tmp_path / "new" / "plot.pdf"))  # the folder is created; the format follows the name
+    assert (tmp_path / "new" / "plot.pdf").read_bytes()[:4] == b"%PDF"
+    with pytest.raises(ValueError, match="cannot save a figure as .*plot.xyz.*use one of the extensions"):
+        save_figure(fig, str(tmp_path / "plot.xyz"))

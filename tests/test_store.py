@@ -177,10 +177,10 @@ def test_bad_arguments_name_themselves(tmp_path):
         simulate(KEY, (PRIOR, noisy), 10, backend="local", workers=2)
 
 
-def test_cli_simulate_needs_an_output_or_a_store(capsys):
+def test_cli_simulate_on_a_cluster_needs_a_zarr_store(capsys):
     from aalr_jax import cli
 
-    assert cli.main(["simulate", "--num-simulations", "10", "--quiet"]) == 2
-    assert "simulate needs --output BANK.npz or --store BANK.zarr" in capsys.readouterr().err
+    assert cli.main(["simulate", "--num-simulations", "10", "--workers", "2", "--quiet"]) == 2
+    assert "--store BANK.zarr is needed to simulate on a cluster, got None" in capsys.readouterr().err
     assert cli.main(["simulate", "--num-simulations", "10", "--store", "bank.npz", "--quiet"]) == 2
-    assert "--store expects a path ending in .zarr, got 'bank.npz'" in capsys.readouterr().err
+    assert "--store BANK.zarr is needed to simulate on a cluster, got 'bank.npz'" in capsys.readouterr().err

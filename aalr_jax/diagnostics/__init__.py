@@ -1,4 +1,4 @@
-"""Judging a ratio estimator and its samples (see /work/shared/METHOD.md, "Judging the estimator").
+"""Judging a ratio estimator and its samples.
 
 * :mod:`~aalr_jax.diagnostics.mcmc`: R-hat, bulk/tail ESS, acceptance, divergences, stuck chains,
   with a mode-aware view; :func:`check` warns, :func:`to_inference_data` exports to ArviZ.
@@ -6,6 +6,7 @@
 * :mod:`~aalr_jax.diagnostics.coverage`: expected coverage of HPD regions (samples or grid).
 * :mod:`~aalr_jax.diagnostics.sbc`: simulation-based calibration ranks and uniformity tests.
 * :mod:`~aalr_jax.diagnostics.c2st`: sbibm's classifier two-sample test (needs scikit-learn).
+* :mod:`~aalr_jax.diagnostics.verdicts`: each check's verdict with its evidence and its power.
 """
 
 from aalr_jax.diagnostics.c2st import c2st
@@ -21,6 +22,7 @@ from aalr_jax.diagnostics.coverage import (
 from aalr_jax.diagnostics.mcmc import MCMCReport, MCMCWarning, check, mcmc_report, to_inference_data
 from aalr_jax.diagnostics.roc import NormalizationResult, ROCResult, normalization_check, roc_diagnostic, weighted_auc
 from aalr_jax.diagnostics.sbc import SBCResult, sbc, sbc_ranks
+from aalr_jax.diagnostics.verdicts import Verdict
 
 __all__ = [
     "DEFAULT_LEVELS",
@@ -30,6 +32,7 @@ __all__ = [
     "NormalizationResult",
     "ROCResult",
     "SBCResult",
+    "Verdict",
     "c2st",
     "check",
     "coverage_from_credibility",

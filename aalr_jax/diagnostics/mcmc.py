@@ -17,11 +17,13 @@ For ``C`` chains of ``S`` draws in ``R^d`` (``chains: (C, S, d)``):
   of each chain cut into quarters, ``chain_rhat: (C, d)``. With short chains it is noisy (about
   ``1 + (χ²_3/3 - 1)/(2 S/4)``), so it is reported, not warned about, except for a lone chain.
 
-**Modes.** The chains of :mod:`aalr_jax.sampling` adapt one by one and never jump between separated
-modes (two moons' crescents, SLCP's sign modes): each chain mixes within its mode, the mode
-weights come from the SIR initialisation, and the across-chain R-hat is large (two moons, exact
+**Modes.** Chains of HMC, NUTS and the plain random walk adapt one by one and do not jump between
+separated modes (two moons' crescents, SLCP's sign modes): each chain mixes within its mode, the
+mode weights come from the SIR initialisation, and the across-chain R-hat is large (two moons, exact
 likelihood, 100 chains: classic split R-hat ≈ 13, rank-normalised ≈ 1.8) although nothing is wrong
-within a mode. So chains are clustered by location: chains ``i, j`` are
+within a mode. RWMH with independence moves (the default up to 4 parameters) does jump between
+modes, but a chain still spends stretches in one mode, and a short run can leave chains' means apart.
+So chains are clustered by location: chains ``i, j`` are
 neighbours when
 
 .. math::  z_{ij}^2 = \sum_k \frac{(\bar θ_{ik} - \bar θ_{jk})^2}{(s_{ik}^2 + s_{jk}^2)/2} < \text{separation}^2
@@ -33,6 +35,12 @@ chains (``cluster_rhat: (M, d)``); pooled over modes, R-hat and ESS of the **mod
 chains ``(θ - μ_m) / σ_m`` (μ_m, σ_m: the chain's mode's pooled mean and standard deviation), which
 are exchangeable across all chains exactly when every mode is well mixed. A large across-chain
 R-hat is then warned about only when it is not explained by well-mixed separate modes.
+
+**Outside the training data.** Healthy chains say nothing about the ratio they sample: for an
+observation outside the estimator's training data (:mod:`aalr_jax.ood`) the chains can mix
+perfectly (R-hat 1.00) on an extrapolated logit. A run flagged ``outside_training`` (the field of
+:class:`~aalr_jax.sampling.PosteriorSamples` where present, or the ``outside_training`` argument)
+gets a warning line saying so.
 
 A chain far from all others (a mode of one chain) cannot be told apart from a chain stuck in a
 local region without the density, so it is warned about. Stuck chains (acceptance below
@@ -91,6 +99,7 @@ class MCMCReport(NamedTuple):
         num_divergent: divergent transitions, all chains.
         warnings: the problems found, one sentence each.
         notes: findings that are not problems (e.g. a large R-hat explained by modes).
+        outside_training: the observation lies outside the estimator's training data.
     """
 
     rhat: np.ndarray
@@ -108,6 +117,7 @@ class MCMCReport(NamedTuple):
     num_divergent: int
     warnings: tuple
     notes: tuple
+    outside_training: bool = False
 
     @property
     def num_modes(self) -> int:
@@ -213,7 +223,14 @@ def _names(values, threshold, labels, above=True) -> str:
     return ", ".join(f"{labels[i]} ({values[i]:.3g})" for i in np.flatnonzero(bad))
 
 
-def _report(stats, acceptance, num_divergent, labels, rhat_threshold, min_ess, separation) -> MCMCReport:
+OUTSIDE_TRAINING_WARNING = (
+    "the observation lies outside the estimator's training data: the ratio there is an extrapolation, "
+    "so these chains can look healthy and still sample a meaningless posterior; simulate with a prior "
+    "that covers it, or check the observation's units and preprocessing")
+
+
+def _report(stats, acceptance, num_divergent, labels, rhat_threshold, min_ess, separation,
+            outside_training=False) -> MCMCReport:
     s = {k: np.asarray(v) for k, v in stats.items()}
     num, dim = s["chain_rhat"].shape
     raw = s["labels"]
@@ -226,6 +243,8 @@ def _report(stats, acceptance, num_divergent, labels, rhat_threshold, min_ess, s
     cluster_rhat = s["cluster_rhat"][reps].reshape(len(reps), dim)
     num_modes = len(reps)
     warn, notes = [], []
+    if outside_training:
+        warn.append(OUTSIDE_TRAINING_WARNING)
     stuck = s["stuck"]
 
     if stuck.any():
@@ -244,8 +263,9 @@ def _report(stats, acceptance, num_divergent, labels, rhat_threshold, min_ess, s
         notes.append(
             f"across-chain R-hat up to {np.nanmax(rhat):.3g} is explained by {num_modes} separated modes "
             f"(chains per mode: {', '.join(map(str, counts))}), each well mixed (within-mode R-hat "
-            f"{np.nanmax(mode_rhat):.3g} <= {rhat_threshold}): chains do not jump between modes, so the mode "
-            f"weights ({fractions} of the chains) come from the initialisation, not from MCMC"
+            f"{np.nanmax(mode_rhat):.3g} <= {rhat_threshold}); the chains' time in each mode ({fractions} of the "
+            f"chains) comes from the initialisation unless the kernel jumps between modes (RWMH's independence "
+            f"moves do; HMC, NUTS and the plain random walk do not)"
         )
     elif not within_ok or (rhat > rhat_threshold).any():
         if num_modes <= 1:
@@ -284,7 +304,7 @@ def _report(stats, acceptance, num_divergent, labels, rhat_threshold, min_ess, s
         mode_ess_bulk=s["mode_ess_bulk"], mode_ess_tail=s["mode_ess_tail"], cluster_rhat=cluster_rhat,
         mode_labels=mode_labels, mode_chains=counts, chain_rhat=s["chain_rhat"], stuck=stuck,
         acceptance_rate=np.asarray(acceptance, np.float64), num_divergent=int(num_divergent),
-        warnings=tuple(warn), notes=tuple(notes),
+        warnings=tuple(warn), notes=tuple(notes), outside_training=bool(outside_training),
     )
 
 
@@ -320,6 +340,7 @@ def mcmc_report(
     separation: float = MODE_SEPARATION,
     stuck_acceptance: float = STUCK_ACCEPTANCE,
     rank_normalized: bool = True,
+    outside_training=None,
 ):
     """Health of a sampling run, without emitting warnings (see :func:`check`).
 
@@ -336,6 +357,9 @@ def mcmc_report(
         stuck_acceptance: chains accepting less often are stuck.
         rank_normalized: rank-normalised R-hat and bulk ESS (Vehtari et al. 2021); ``False`` uses
             the classic split R-hat and ESS, several times faster for thousands of observations.
+        outside_training: ``()`` or ``(k,)`` booleans, overriding the posterior's
+            ``outside_training`` field: observations outside the estimator's training data get a
+            warning (see the module docstring).
 
     Returns:
         An :class:`MCMCReport`, or a list of them (one per observation) for batched chains.
@@ -345,14 +369,22 @@ def mcmc_report(
     labels = [f"θ{i + 1}" for i in range(dim)] if labels is None else [str(s) for s in labels]
     if len(labels) != dim:
         raise ValueError(f"labels must hold {dim} names, got {len(labels)}")
+    if outside_training is None:
+        outside_training = getattr(posterior, "outside_training", None)
+    batch = chains.shape[:-3]
+    outside = np.zeros(batch, bool) if outside_training is None else np.asarray(outside_training)
+    if outside.dtype != bool or outside.shape not in (batch, ()):
+        raise ValueError(f"outside_training must be booleans of shape {batch}, got {outside.dtype} {outside.shape}")
+    outside = np.broadcast_to(outside, batch)
     fn = functools.partial(_health, rank=bool(rank_normalized))
     args = (jnp.float32(separation), jnp.float32(stuck_acceptance))
-    build = lambda st, a, dv: _report(st, a, int(dv), labels, rhat_threshold, min_ess, separation)
+    build = lambda st, a, dv, o: _report(st, a, int(dv), labels, rhat_threshold, min_ess, separation, bool(o))
     if chains.ndim == 3:
-        return build(fn(jnp.asarray(chains), jnp.asarray(acceptance), *args), acceptance, divergent)
+        return build(fn(jnp.asarray(chains), jnp.asarray(acceptance), *args), acceptance, divergent, outside)
     stats = jax.vmap(lambda c, a: fn(c, a, *args))(jnp.asarray(chains), jnp.asarray(acceptance))
     stats = {k: np.asarray(v) for k, v in stats.items()}
-    return [build({k: v[i] for k, v in stats.items()}, acceptance[i], divergent[i]) for i in range(len(chains))]
+    return [build({k: v[i] for k, v in stats.items()}, acceptance[i], divergent[i], outside[i])
+            for i in range(len(chains))]
 
 
 def check(posterior, *, max_warnings: int = 5, **kwargs):

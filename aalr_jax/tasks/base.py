@@ -5,7 +5,11 @@ A task is a frozen record. ``simulator(rng_key, theta) -> x`` draws ONE example,
 Where the likelihood is tractable, ``log_likelihood(theta, x) -> scalar`` and/or
 ``reference_posterior(rng_key, x_obs, num_samples) -> (num_samples, d)`` are set; otherwise
 they are ``None``. The default observation is ``simulator(PRNGKey(observation_seed), true_theta)``
-unless a fixed ``observation`` array is given (e.g. the one published by a benchmark).
+unless a fixed ``observation`` array is given (e.g. the one published by a benchmark). A task whose
+default observation is a set of i.i.d. draws of one θ, shape ``(n, *x_shape)``, sets ``iid``.
+
+JAX is imported only when the default observation is made, so that listing tasks stays cheap
+(the command line builds its ``--help`` from the registry without importing JAX).
 """
 
 from __future__ import annotations
@@ -14,8 +18,6 @@ import dataclasses
 import functools
 from typing import Callable, Optional
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 
 __all__ = ["Task"]
@@ -37,6 +39,8 @@ class Task:
         log_likelihood: optional exact ``log p(x|θ)``: ``(theta (d,), x x_shape) -> ()``.
         reference_posterior: optional exact sampler ``(rng_key, x_obs, num_samples) -> (n, d)``.
         description: one paragraph with the definition and its source.
+        iid: the default observation is a set of i.i.d. draws of one θ, ``(n, *x_shape)``, to be
+            sampled with ``iid=True``.
     """
 
     name: str
@@ -50,14 +54,18 @@ class Task:
     log_likelihood: Optional[Callable] = None
     reference_posterior: Optional[Callable] = None
     description: str = ""
+    iid: bool = False
 
     @property
     def theta_dim(self) -> int:
         return int(self.prior.event_shape[0])
 
     @functools.cached_property
-    def default_observation(self) -> jax.Array:
-        """The documented default observation, shape ``x_shape``."""
+    def default_observation(self) -> "jax.Array":
+        """The documented default observation: ``x_shape``, or ``(n, *x_shape)`` when ``iid``."""
+        import jax
+        import jax.numpy as jnp
+
         if self.observation is not None:
             return jnp.asarray(self.observation, dtype=jnp.float32)
         key = jax.random.PRNGKey(self.observation_seed)

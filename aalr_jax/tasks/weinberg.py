@@ -161,6 +161,7 @@ def make() -> Task:
         observation=OBSERVATION,
         log_likelihood=log_likelihood,
         reference_posterior=reference_posterior,
+        iid=True,
         description=(
             "Weinberg (Hermans et al. 2020): forward-backward asymmetry of e+e- -> mu+mu-; "
             "p(cos θ|G_F) ∝ 1 + cos²θ + A_FB cos θ, A_FB = 2 tanh(10(2E_beam - 90)/90) G_F, "
