@@ -5,7 +5,8 @@ The tests marked ``packaging`` build the wheel and the sdist (``python -m build`
 a fresh virtual environment with only Jupyter's kernel machinery in it and run notebook 01 there at
 the tiny budget: its first cell runs its own ``pip install aalr-jax`` against the wheel just built
 (``AALR_JAX_FIND_LINKS``; dependencies come from PyPI), so what is tested is exactly what a fresh
-Colab runtime runs. They are excluded from the default run; CI runs them in their own step
+Colab runtime runs (``AALR_JAX_DIST``: a folder with distributions already built from this tree,
+used instead of building them again). They are excluded from the default run; CI runs them in their own step
 (``pytest -m packaging tests/test_packaging.py``). The other tests here are quick consistency
 checks of the release files and run by default.
 """
@@ -78,6 +79,8 @@ def test_notebook_installs_by_name_and_has_a_colab_badge(path):
 
 @pytest.fixture(scope="module")
 def dist_dir(tmp_path_factory):
+    if os.environ.get("AALR_JAX_DIST"):  # distributions already built from this tree (.ci/run's dist step)
+        return pathlib.Path(os.environ["AALR_JAX_DIST"])
     out = tmp_path_factory.mktemp("dist")
     subprocess.run([sys.executable, "-m", "build", "--outdir", str(out), str(ROOT)], check=True,
                    stdout=subprocess.DEVNULL)
