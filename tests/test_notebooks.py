@@ -76,7 +76,8 @@ CLAIMS = {
         "plain_cross": "crossing(plain.chains)",
         "default_cross": "crossing(post.chains)",
         "plain_rhat": "float(plain_report.rhat.max())",
-        "plain_modes": "int(plain_report.num_modes)",
+        "plain_warnings": "len(plain_report.warnings)",
+        "default_warnings": "len(report.warnings)",
         "failure_warnings": "len(caught)",
         "coverage": "{k: v.verdict for k, v in coverage.items()}",
         "sbc_dispersion": "{k: [float(d) for d in v.dispersion] for k, v in sbc_results.items()}",
@@ -141,10 +142,15 @@ def _check_05(c, budget):
     assert c["default_cross"] >= 0.5, c
     assert c["failure_warnings"] >= 1, c
     if budget != "tiny":
-        # "With the plain random walk (independence_prob=0) ... chains stay in the moon where they
-        # start: the usual across-chain R-hat then ... comes out large" (at the tiny budget the
-        # estimator is too flat for the moons to be separated, so this holds at the saved budget only)
-        assert c["plain_cross"] <= 0.25 and c["plain_modes"] >= 2 and c["plain_rhat"] > 1.01, c
+        # "With the plain random walk (independence_prob=0), chains stay in the moon where they start
+        # (few cross) ... the across-chain R-hat ... comes out large"; the report warns about them and
+        # not about the default sampler's chains. "neither estimator is calibrated: both coverage
+        # curves are mixed ... SBC's dispersion is above 1 (over-confident) for both". (At the tiny
+        # budget the estimator is too flat for the moons to be separated: saved budget only.)
+        assert c["plain_cross"] <= 0.25 and c["plain_rhat"] > 1.1, c
+        assert c["plain_warnings"] >= 1 and c["default_warnings"] == 0, c
+        assert all(v in ("mixed", "over-confident") for v in c["coverage"].values()), c
+        assert all(d > 1 for v in c["sbc_dispersion"].values() for d in v), c
 
 
 def _check_06(c, budget):
