@@ -119,8 +119,9 @@ def test_notebook_01_installs_from_the_wheel_in_a_fresh_environment(dist_dir, tm
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     python = venv / "bin" / "python"
-    # only the kernel machinery: aalr-jax and its dependencies come from the notebook's own first cell
-    subprocess.run([str(python), "-m", "pip", "install", "-q", "nbclient", "nbformat", "ipykernel"], check=True)
+    # only the kernel machinery (and pytest, which test_notebooks.py imports): aalr-jax and its
+    # dependencies come from the notebook's own first cell
+    subprocess.run([str(python), "-m", "pip", "install", "-q", "nbclient", "nbformat", "ipykernel", "pytest"], check=True)
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV", "PYTHONHOME")}
     env["AALR_JAX_FIND_LINKS"] = str(dist_dir)
     out = tmp_path / "executed"
