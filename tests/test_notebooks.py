@@ -105,10 +105,11 @@ def _check_02(c, budget):
     # "the posterior is symmetric under both sign flips, so the four modes weigh exactly ¼ each"
     assert all(0.15 < w < 0.35 for w in c["exact_quadrants"]), c
     # "The diagnostics agree that ... the learned posterior is too broad: C2ST well above 0.5, an ROC
-    # curve well above the diagonal at a prior draw, a normalisation far from 1 for some observations"
+    # curve well above the diagonal at a prior draw, a normalisation off by 20–30 % ... for some
+    # observations"
     assert c["c2st_accuracy"] > 0.6 and c["c2st_auc"] > 0.6, c
     assert c["roc_auc"][1] > 0.6, c
-    assert max(abs(m - 1) for m in c["normalization"]) > (0.15 if budget == "tiny" else 0.5), c
+    assert max(abs(m - 1) for m in c["normalization"]) > (0.15 if budget == "tiny" else 0.2), c
     if budget != "tiny":  # "finds the four modes, with about equal weights"
         assert all(0.1 < w < 0.4 for w in c["aalr_quadrants"]), c
 
