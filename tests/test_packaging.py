@@ -134,6 +134,7 @@ def test_notebook_01_installs_from_the_wheel_in_a_fresh_environment(dist_dir, tm
     executed = json.loads((out / NOTEBOOKS[0].name).read_text())
     printed = "".join("".join(o.get("text", "")) for o in executed["cells"][1].get("outputs", []))
     assert f"pip install -q aalr-jax>=" in printed and f"--find-links {dist_dir}" in printed, printed
+    assert "git+" not in printed, "the wheel did not install: the cell fell back to the repository"
     installed = subprocess.run([str(python), "-c", "import aalr_jax, importlib.metadata as m; "
                                 "print(m.version('aalr-jax'), aalr_jax.__file__)"], env=env, check=True,
                                capture_output=True, text=True, cwd=tmp_path).stdout.split()
