@@ -89,6 +89,14 @@ CLAIMS = {
         "exact": "[[float(v) for v in np.asarray(exact.samples).mean(0)], [float(v) for v in np.asarray(exact.samples).std(0)]]",
         "roc_auc": "[float(roc.auc[0]), float(roc.auc_std[0])]",
     },
+    "07": {
+        "num_simulations": "bank.num_simulations",
+        "resumed": "again.num_simulations",
+        "best_validation_loss": "float(history.validation_loss[history.best_epoch])",
+        "posterior_mean": "[float(v) for v in samples.mean(0)]",
+        "truth": "[float(v) for v in theta_true]",
+        "prior_mean": "[float(v) for v in np.asarray(prior.mean)]",
+    },
 }
 
 
@@ -165,7 +173,17 @@ def _check_06(c, budget):
         assert abs(c["roc_auc"][0] - 0.5) < 3 * c["roc_auc"][1] + 0.02, c
 
 
-CHECKS = {"01": _check_01, "02": _check_02, "03": _check_03, "04": _check_04, "05": _check_05, "06": _check_06}
+def _check_07(c, budget):
+    # "Running the same call again ... nothing is simulated" (the resumed store is the same bank);
+    # the network learns (loss below chance, log 4); "the minimum service time θ1 is pinned"
+    assert c["resumed"] == c["num_simulations"], c
+    assert c["best_validation_loss"] < 0.9 * 1.3863, c
+    error, prior_error = (abs(c[k][0] - c["truth"][0]) for k in ("posterior_mean", "prior_mean"))
+    assert error < 0.5 * prior_error, c
+
+
+CHECKS = {"01": _check_01, "02": _check_02, "03": _check_03, "04": _check_04, "05": _check_05, "06": _check_06,
+          "07": _check_07}
 
 
 def _claims_cell(number: str):
