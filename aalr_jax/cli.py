@@ -450,8 +450,6 @@ def _resolve_sampler(method: str, dim: int, *, independence_prob=None, thin=None
 
 def _check_training(args, num_simulations: int, x_shape: tuple) -> None:
     """The training options against the bank's size and the observation shape, before any work."""
-    from flax import nnx
-
     from aalr_jax import nn
     from aalr_jax.train import default_batch_size
 
@@ -465,8 +463,9 @@ def _check_training(args, num_simulations: int, x_shape: tuple) -> None:
                          f"(of {num_simulations}, a tenth held out); simulate more or lower --batch-size")
     if args.num_negatives >= batch_size:
         raise UsageError(f"num_negatives must be smaller than batch_size ({batch_size}), got {args.num_negatives}")
-    try:  # the embedding's layout check, without building parameters
-        nnx.eval_shape(lambda: nn.EMBEDDINGS[args.embedding](tuple(x_shape), num_features=64, rngs=nnx.Rngs(0)))
+    try:  # the embedding's layout check: parameter shapes only, nothing is computed
+        nn.parameter_template(nn.NetworkConfig(theta_dim=1, x_shape=tuple(int(s) for s in x_shape),
+                                               embedding=args.embedding))
     except ValueError as err:
         raise UsageError(f"--embedding {args.embedding}: {err}") from None
 
