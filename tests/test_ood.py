@@ -45,7 +45,8 @@ def test_ranges_with_margin_exact_likelihoods_and_ensembles(two_moons):
     assert not ood.outside_training_data(ranged, inside) and ood.outside_training_data(ranged, beyond)
     assert ood.outside_training_data(ranged, np.array([0.5, -1.21]))
     assert not ood.outside_training_data(ExactLikelihood(lambda t, x: 0.0, (2,)), np.array([1e20, 0.0]))
-    shifted = estimator.standardization._replace(x_loc=estimator.standardization.x_loc + 100.0)
+    s = estimator.standardization  # a member trained on data 100 units away: its range moves with it
+    shifted = s._replace(x_loc=s.x_loc + 100.0, x_min=s.x_min + 100.0, x_max=s.x_max + 100.0)
     other = type(estimator)(estimator.config, estimator.params, shifted)
     ensemble = RatioEnsemble.stack([estimator, other])
     near_other = np.asarray(shifted.x_loc)
