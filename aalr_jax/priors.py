@@ -64,7 +64,10 @@ def validate_prior(prior) -> int:
             "prior must have event_shape (d,) and batch_shape (), got "
             f"event_shape {prior.event_shape} and batch_shape {prior.batch_shape}{hint}"
         )
-    if prior.support.is_discrete:
+    base = prior.support  # numpyro before 0.20 does not pass is_discrete through independent(...)
+    while isinstance(base, constraints.independent):
+        base = base.base_constraint
+    if prior.support.is_discrete or base.is_discrete:
         raise ValueError(
             f"prior must be continuous, got {type(prior).__name__} with the discrete support "
             f"{prior.support}; the samplers move θ in R^d"
@@ -234,7 +237,7 @@ class IndependentPrior(dist.Distribution):
                     f"components[{i}] must be a scalar (1-D) distribution with event_shape () and "
                     f"batch_shape (), got event_shape {c.event_shape}, batch_shape {c.batch_shape}"
                 )
-            if c.support.is_discrete:
+            if c.support.is_discrete or getattr(c.support, "base_constraint", c.support).is_discrete:
                 raise ValueError(f"components[{i}] is discrete; priors must be continuous")
         self.components = components
         super().__init__(batch_shape=(), event_shape=(len(components),), validate_args=validate_args)
