@@ -32,6 +32,7 @@ __all__ = [
     "check_divisible",
     "initialize_distributed",
     "make_mesh",
+    "process_rows",
     "replicate",
     "replicated_sharding",
     "resolve_mesh",
@@ -117,6 +118,20 @@ def replicate(tree, mesh: Mesh | None):
     if mesh is None:
         return tree
     return jax.device_put(tree, replicated_sharding(mesh))
+
+
+def process_rows(n: int, process_index: int | None = None, process_count: int | None = None) -> slice:
+    """The rows of an ``n``-row array that this process holds in a multi-process run.
+
+    Process ``i`` of ``P`` holds rows ``[i·n/P, (i+1)·n/P)``; ``n`` must be a multiple of ``P``.
+    Defaults: ``jax.process_index()`` and ``jax.process_count()`` (one process: all rows).
+    """
+    i = jax.process_index() if process_index is None else process_index
+    p = jax.process_count() if process_count is None else process_count
+    if n % p:
+        raise ValueError(f"n: expected a multiple of the number of processes ({p}), got {n}")
+    per = n // p
+    return slice(i * per, (i + 1) * per)
 
 
 _ENV = {
