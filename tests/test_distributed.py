@@ -160,6 +160,7 @@ def mg1_numpy(rng, theta):
     return np.percentile(np.diff(departures, prepend=0.0), [0, 25, 50, 75, 100])
 
 
+@pytest.mark.slow
 def test_numpy_mg1_end_to_end_on_dask(client, tmp_path):
     task = tasks.get("mg1")  # the prior box on (θ1, θ2 − θ1, θ3) and the truth; the simulator is ours
     store = simulate(KEY, (task.prior, mg1_numpy), 2000, backend="dask", client=client,

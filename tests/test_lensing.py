@@ -130,6 +130,7 @@ def test_posterior_covers_held_out_einstein_radii(trained):
     assert np.all(np.asarray(post.rhat) < 1.1)
 
 
+@pytest.mark.slow
 def test_population_posterior_narrows(trained):
     task, estimator = trained
     population = lensing.population_observation(5, seed=1, size=16)

@@ -518,6 +518,7 @@ def _grid_posterior(log_density, lo, hi, num=161):
     return mean, np.sqrt(w @ (grid - mean) ** 2)
 
 
+@pytest.mark.slow
 def test_sir_reference_posterior_matches_grid():
     task = tasks.get("sir")
     x_o = task.default_observation
@@ -577,6 +578,7 @@ def test_lotka_volterra_simulator_and_likelihood():
     assert np.isneginf(_log_likelihood(task.name)(jnp.asarray(theta), -x_o))
 
 
+@pytest.mark.slow
 def test_lotka_volterra_reference_posterior_tiny_budget():
     task = tasks.get("lotka_volterra")
     s = np.asarray(
