@@ -12,6 +12,12 @@ sbibm's observations and reference samples come from its wheel, downloaded at be
 
     python benchmarks/sbibm.py --tasks two_moons,slcp --budgets 1000,10000 --observations 1-10
 
+``--defaults`` trains and samples every row with nothing but the package defaults (``fit(key, bank)``,
+``sample_posterior(key, estimator, prior, x_obs)``) and writes ``results/sbibm_defaults.json``: the
+table a user gets without options. Recipe options are refused with it.
+
+    python benchmarks/sbibm.py --defaults            # all 10 tasks at 10^3, 10^4, 10^5
+
 ``--sbi-python PATH`` (a Python with sbi; never CI) also trains sbi's NRE_A with its defaults on
 each row's bank and scores it on the same observations by the same C2ST (priors: box-uniform,
 independent normal or log-normal, multivariate normal);
@@ -24,6 +30,7 @@ import argparse
 import bz2
 import csv
 import glob
+import inspect
 import io
 import json
 import multiprocessing
@@ -43,6 +50,7 @@ from tqdm.auto import tqdm
 import aalr_jax
 from aalr_jax import fit, fit_ensemble, sample_posterior, simulate, tasks
 from aalr_jax.diagnostics import c2st
+from aalr_jax.losses import LossConfig
 from aalr_jax.samplers import resolve_sampler
 from aalr_jax.train import DEFAULT_RATIO_WEIGHTING
 
@@ -61,6 +69,9 @@ SBIBM_TASKS = ["two_moons", "gaussian_linear", "gaussian_linear_uniform", "gauss
 JAX_MARK = "ᴶ"
 QUOTED_MARK = "ᵠ"
 DIVERGED_MARK = "ᵈ"
+# options that change how a row trains or samples (refused with --defaults)
+RECIPE_OPTIONS = ("num_samples", "method", "independence_prob", "theta_bound", "ensemble", "num_negatives",
+                  "ratio_weighting", "ema_decay", "quadratic", "patience")
 BUDGET_LABEL = {1000: "10³", 10_000: "10⁴", 100_000: "10⁵"}
 
 
@@ -244,6 +255,10 @@ def run_one(task_name: str, budget: int, observations, wheel, args) -> dict:
     bank = make_bank(task, budget, args.seed)
     times["simulate"] = time.perf_counter() - start
     start = time.perf_counter()
+    if args.defaults:
+        estimator, histories = fit_defaults(jax.random.fold_in(key, 1), bank, not args.quiet)
+        times["train"] = time.perf_counter() - start
+        return finish_row(task, budget, observations, wheel, args, key, bank, times, estimator, histories)
     network = dict(theta_bound=args.theta_bound, num_negatives=args.num_negatives,
                    ratio_weighting=args.ratio_weighting, ema_decay=args.ema_decay, patience=args.patience,
                    quadratic=args.quadratic, progress=not args.quiet)
@@ -253,13 +268,36 @@ def run_one(task_name: str, budget: int, observations, wheel, args) -> dict:
     else:
         estimator, histories, _ = fit_ensemble(jax.random.fold_in(key, 1), bank, args.ensemble, **network)
     times["train"] = time.perf_counter() - start
+    return finish_row(task, budget, observations, wheel, args, key, bank, times, estimator, histories)
+
+
+def fit_defaults(key, bank, progress: bool):
+    """``fit(key, bank)`` with every package default; returns ``(estimator, [history])``."""
+    estimator, history = fit(key, bank, progress=progress)
+    return estimator, [history]
+
+
+def recipe(args) -> dict:
+    """The loss and stopping settings the row trained with: the package's defaults under
+    ``--defaults``, else this script's options."""
+    if args.defaults:
+        loss = LossConfig()
+        return dict(num_negatives=loss.num_negatives, ratio_weighting=loss.ratio_weighting,
+                    patience=inspect.signature(fit).parameters["patience"].default)
+    return dict(num_negatives=args.num_negatives, ratio_weighting=args.ratio_weighting, patience=args.patience)
+
+
+def finish_row(task, budget, observations, wheel, args, key, bank, times, estimator, histories) -> dict:
+    """Sample the row's observations in one batched call, score them by C2ST, and describe the row
+    by what actually ran (the estimator's configuration and the resolved sampler)."""
+    task_name = task.name
     data = [sbibm_observation(wheel, task_name, i) for i in observations]
     # "auto": RWMH up to 4-D, HMC beyond, as chosen on exact likelihoods (benchmarks/choose_sampler.py)
     options = {} if args.independence_prob is None else dict(independence_prob=args.independence_prob)
+    options = {} if args.defaults else dict(method=args.method, num_samples=args.num_samples, **options)
     x_obs = np.stack([d[0].reshape(task.x_shape) for d in data])
     start = time.perf_counter()
-    post = sample_posterior(jax.random.fold_in(key, 2), estimator, task.prior, x_obs,
-                            method=args.method, num_samples=args.num_samples, **options)
+    post = sample_posterior(jax.random.fold_in(key, 2), estimator, task.prior, x_obs, **options)
     post.samples.block_until_ready()
     times["sample"] = time.perf_counter() - start
     start = time.perf_counter()
@@ -274,7 +312,7 @@ def run_one(task_name: str, budget: int, observations, wheel, args) -> dict:
     return dict(task=task_name, num_simulations=budget, observations=list(observations),
                 c2st=scores, c2st_backend=args.c2st_backend, c2st_mean=float(np.mean(scores)), c2st_std=float(np.std(scores)),
                 method=post.sampler.name, device=jax.devices()[0].device_kind, cpu_count=os.cpu_count(), jax=jax.__version__,
-                thin=post.thin, independence_prob=getattr(post.sampler, "independence_prob", 0.0), members=args.ensemble, num_negatives=args.num_negatives, ratio_weighting=args.ratio_weighting, ema_decay=histories[0].ema_decay, patience=args.patience, theta_bound=estimator.config.theta_bound, quadratic=estimator.config.quadratic, epochs=[len(h.train_loss) for h in histories],
+                thin=post.thin, independence_prob=getattr(post.sampler, "independence_prob", 0.0), members=len(histories), ema_decay=histories[0].ema_decay, defaults=bool(args.defaults), **recipe(args), theta_bound=estimator.config.theta_bound, quadratic=estimator.config.quadratic, epochs=[len(h.train_loss) for h in histories],
                 best_epoch=[h.best_epoch for h in histories],
                 acceptance=float(np.mean(post.acceptance_rate)), seconds=times,
                 published=published(task_name, budget))
@@ -360,7 +398,8 @@ def main(argv=None):
                         "0: the plain random walk)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--cache", default=os.path.join(os.path.expanduser("~"), ".cache", "aalr_jax_sbibm"))
-    parser.add_argument("--output", default=os.path.join(HERE, "results", "sbibm.json"))
+    parser.add_argument("--output", default=None, help="results JSON (default: results/sbibm.json, "
+                        "or results/sbibm_defaults.json with --defaults)")
     parser.add_argument("--c2st-jobs", type=int, default=1, help="processes for the scikit-learn C2ST fits")
     parser.add_argument("--c2st-backend", choices=("sklearn", "jax"), default="sklearn",
                         help="scikit-learn's classifier, or the same protocol in JAX (several times faster)")
@@ -385,11 +424,21 @@ def main(argv=None):
                         "and observations, the column 'sbi NRE_A'")
     parser.add_argument("--sbi-only", action="store_true",
                         help="with --sbi-python: add sbi's run to existing rows without re-running aalr_jax")
+    parser.add_argument("--defaults", action="store_true",
+                        help="train and sample with the package defaults only (no recipe options); "
+                        "output results/sbibm_defaults.json unless --output is given")
     parser.add_argument("--quiet", action="store_true")
     parser.add_argument("--table-only", action="store_true", help="only re-render the Markdown of --output")
     args = parser.parse_args(argv)
     if args.sbi_only and not args.sbi_python:
         parser.error("--sbi-only needs --sbi-python")
+    if args.defaults:
+        recipes = [f"--{name.replace('_', '-')}" for name in RECIPE_OPTIONS
+                   if getattr(args, name) != parser.get_default(name)]
+        if recipes:
+            parser.error(f"--defaults trains and samples with the package defaults only; drop {', '.join(recipes)}")
+    if args.output is None:
+        args.output = os.path.join(HERE, "results", "sbibm_defaults.json" if args.defaults else "sbibm.json")
     saved = dict(meta={}, rows=[])
     if os.path.exists(args.output):  # extend an earlier run: rows are keyed by (task, budget)
         with open(args.output) as f:
