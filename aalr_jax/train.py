@@ -19,6 +19,15 @@ The pieces, each a pure function or a builder of pure functions:
 
 :func:`fit_ensemble` trains M such estimators on one training/validation split, each from its own
 initialisation and minibatch order, and averages their logits (:class:`aalr_jax.nn.RatioEnsemble`).
+
+Devices (``mesh``, :mod:`aalr_jax.sharding`). Training is data-parallel over a one-axis mesh of D
+devices: every minibatch ``(batch_size, ...)`` is split into D blocks of ``batch_size / D`` rows,
+while the bank, the parameters, the optimizer's state and the average are whole on every device;
+the batch means of the loss, and so the gradients, are summed across devices by XLA (an
+all-reduce). The minibatches and their order come from the key alone, so D devices take the
+steps one device takes, up to the order of floating-point sums. With ``jax.distributed`` the mesh
+spans processes: each passes its own rows of the bank, :func:`fit` gathers them in process order,
+and every process trains in lockstep on the whole bank (docs/devices.md).
 """
 
 from __future__ import annotations

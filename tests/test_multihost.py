@@ -97,7 +97,7 @@ def test_two_processes_train_in_lockstep_and_agree_with_one(tmp_path):
         "AALR_JAX_COORDINATOR": f"localhost:{port}", "AALR_JAX_NUM_PROCESSES": "2", "AALR_JAX_PROCESS_ID": str(i)})
         for i in range(2)}
     procs["alone"] = _launch(tmp_path, "alone", {})
-    _wait(procs, tmp_path, timeout=480)
+    _wait(procs, tmp_path, timeout=900)
     results = {name: json.loads(open(out).read()) for name, (_, out) in procs.items()}
     first, second, alone = results["process0"], results["process1"], results["alone"]
     assert (first["process_count"], first["device_count"]) == (2, 2)
