@@ -33,21 +33,19 @@ def run_on_eight_devices(snippet: str, timeout: float = 240) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def test_eight_devices_train_as_one():
-    """fit and fit_ensemble with mesh=8 give one device's parameters and losses up to float order."""
+def test_eight_devices_fit_as_one():
+    """fit with mesh=8 gives one device's parameters and losses up to float order."""
     out = run_on_eight_devices("""
-        options = dict(batch_size=64, hidden_features=(16, 16), progress=False)
         runs = {}
         for mesh in (False, 8):
-            single = fit(jax.random.PRNGKey(1), bank, max_epochs=2, mesh=mesh, **options)
-            ensemble = fit_ensemble(jax.random.PRNGKey(2), bank, 2, max_epochs=1, mesh=mesh, **options)
+            single = fit(jax.random.PRNGKey(1), bank, max_epochs=2, mesh=mesh, batch_size=64, hidden_features=(16, 16),
+                         progress=False)
             runs[str(mesh)] = {
                 "params": [np.asarray(a).ravel().tolist() for a in jax.tree.leaves(single.estimator.params)],
                 "devices": sorted({len(a.sharding.device_set) for a in jax.tree.leaves(single.estimator)}),
                 "train_loss": single.history.train_loss.tolist(),
                 "validation_loss": single.history.validation_loss.tolist(),
                 "best_epoch": single.history.best_epoch,
-                "ensemble_loss": ensemble.validation_loss,
             }
         print(json.dumps(runs))
     """)
@@ -57,8 +55,21 @@ def test_eight_devices_train_as_one():
         np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(eight["train_loss"], one["train_loss"], rtol=1e-5)
     np.testing.assert_allclose(eight["validation_loss"], one["validation_loss"], rtol=1e-5)
-    np.testing.assert_allclose(eight["ensemble_loss"], one["ensemble_loss"], rtol=1e-5)
     assert eight["best_epoch"] == one["best_epoch"]
+
+
+def test_eight_devices_fit_an_ensemble_as_one():
+    """fit_ensemble with mesh=8 (each member data-parallel) gives one device's losses."""
+    out = run_on_eight_devices("""
+        runs = {}
+        for mesh in (False, 8):
+            result = fit_ensemble(jax.random.PRNGKey(2), bank, 2, max_epochs=1, mesh=mesh, batch_size=64,
+                                  hidden_features=(16, 16), progress=False)
+            runs[str(mesh)] = [result.validation_loss] + [h.validation_loss.tolist() for h in result.histories]
+        print(json.dumps(runs))
+    """)
+    np.testing.assert_allclose(out["8"][0], out["False"][0], rtol=1e-5)
+    np.testing.assert_allclose(out["8"][1:], out["False"][1:], rtol=1e-5)
 
 
 def test_batches_are_split_and_state_replicated():
@@ -96,10 +107,14 @@ def test_batches_are_split_and_state_replicated():
     assert out["all_reduce"] and np.isfinite(out["loss"])
 
 
-def test_batch_size_must_split_over_the_devices():
+def test_batch_size_must_split_over_the_devices(tmp_path):
     """An explicit batch size that 8 devices cannot split is refused by name; the default batch
-    size is rounded down to a multiple of the devices."""
+    size is rounded down to a multiple of the devices; a Zarr store streams onto 8 devices as onto one."""
     out = run_on_eight_devices("""
+        store = aalr_jax.simulate(jax.random.PRNGKey(0), tasks.get("two_moons"), 1200, store=STORE,
+                                  chunk_size=200, progress=False)
+        streamed = [fit(jax.random.PRNGKey(1), store, batch_size=64, max_epochs=2, mesh=mesh, hidden_features=(8,),
+                        progress=False).history.validation_loss.tolist() for mesh in (False, 8)]
         errors = {}
         for name, call in {
             "fit": lambda: fit(jax.random.PRNGKey(1), bank, batch_size=60, mesh=8, progress=False),
@@ -110,10 +125,11 @@ def test_batch_size_must_split_over_the_devices():
             except ValueError as err:
                 errors[name] = str(err)
         three = fit(jax.random.PRNGKey(1), bank, max_epochs=1, mesh=3, hidden_features=(8,), progress=False)
-        print(json.dumps({"errors": errors, "batch_size_on_3": three.history.batch_size}))
-    """)
+        print(json.dumps({"errors": errors, "batch_size_on_3": three.history.batch_size, "streamed": streamed}))
+    """.replace("STORE", repr(str(tmp_path / "bank.zarr"))))
     for message in out["errors"].values():
         assert message.startswith("batch_size: expected a multiple of the number of devices (8)")
         assert "got 60" in message
     assert set(out["errors"]) == {"fit", "trainer"}
     assert out["batch_size_on_3"] == 63  # default_batch_size(900) = 64, rounded down to 3 · 21
+    np.testing.assert_allclose(out["streamed"][1], out["streamed"][0], rtol=1e-5)
