@@ -19,11 +19,21 @@ The pieces, each a pure function or a builder of pure functions:
 
 :func:`fit_ensemble` trains M such estimators on one training/validation split, each from its own
 initialisation and minibatch order, and averages their logits (:class:`aalr_jax.nn.RatioEnsemble`).
+
+Devices (``mesh``, :mod:`aalr_jax.sharding`). Training is data-parallel over a one-axis mesh of D
+devices: every minibatch ``(batch_size, ...)`` is split into D blocks of ``batch_size / D`` rows,
+while the bank, the parameters, the optimizer's state and the average are whole on every device;
+the batch means of the loss, and so the gradients, are summed across devices by XLA (an
+all-reduce). The minibatches and their order come from the key alone, so D devices take the
+steps one device takes, up to the order of floating-point sums. With ``jax.distributed`` the mesh
+spans processes: each passes its own rows of the bank, :func:`fit` gathers them in process order,
+and every process trains in lockstep on the whole bank (docs/devices.md).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import time
 from typing import Any, Callable, NamedTuple
 
@@ -31,12 +41,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from tqdm.auto import tqdm
 
 from aalr_jax.data import split_bank
 from aalr_jax.losses import DEFAULT_RATIO_WEIGHTING, LossConfig, aalr_loss, objective, pair_logits, plain_loss
 from aalr_jax.nn import (NetworkConfig, RatioEnsemble, RatioEstimator, Standardization, init_estimator,
                          standardization_from)
+from aalr_jax.sharding import AXIS, check_divisible, replicated_sharding, resolve_mesh
 from aalr_jax.types import SimulationBank
 from aalr_jax.validation import check_key, check_number, check_real_array, positive_int
 
@@ -114,12 +126,21 @@ class Trainer(NamedTuple):
 
 
 def build_trainer(optimizer: optax.GradientTransformation, batch_size: int, *, loss: LossConfig = LossConfig(),
-                  ema_decay: float = 0.0) -> Trainer:
+                  ema_decay: float = 0.0, mesh=None) -> Trainer:
     """The training functions for one optimizer, batch size, objective and averaging β (all static).
 
     ``epoch`` takes ``bank = SimulationBank(theta (n, d), x (n, *x_shape))`` with ``n ≥ batch_size``
     as a traced argument and runs ``n // batch_size`` optimizer steps in one ``lax.scan``.
+
+    With a ``mesh`` (:func:`aalr_jax.sharding.resolve_mesh`: None is every device when there are
+    several, False one device) every minibatch is split over the devices along its batch axis
+    (``batch_size`` a multiple of their number), while the bank, the parameters, the optimizer's
+    state and the average are replicated: each device computes the loss terms of its rows and the
+    compiler reduces the batch means, and so the gradients, across devices. The minibatch order
+    depends only on ``rng_key``, so every device count takes the same steps.
     """
+    mesh = resolve_mesh(mesh)
+    check_divisible("batch_size", batch_size, mesh)
     averaging = param_average(ema_decay)
 
     def loss_fn(params, estimator, theta, x):
@@ -139,10 +160,7 @@ def build_trainer(optimizer: optax.GradientTransformation, batch_size: int, *, l
         return state, TrainInfo(plain, value)
 
     def epoch(rng_key, state: TrainState, bank: SimulationBank):
-        n = bank.theta.shape[0]
-        num_batches = n // batch_size
-        idx = jax.random.permutation(rng_key, n)[: num_batches * batch_size].reshape(num_batches, batch_size)
-        state, infos = jax.lax.scan(step, state, (bank.theta[idx], bank.x[idx]))
+        state, infos = jax.lax.scan(step, state, _minibatches(rng_key, bank, batch_size, mesh))
         return state, jax.tree.map(jnp.mean, infos)
 
     def init(estimator: RatioEstimator) -> TrainState:
@@ -151,28 +169,60 @@ def build_trainer(optimizer: optax.GradientTransformation, batch_size: int, *, l
     def averaged(state: TrainState) -> RatioEstimator:
         return dataclasses.replace(state.estimator, params=averaging.read(state.average))
 
-    return Trainer(init, jax.jit(epoch), jax.jit(averaged))
+    if mesh is None:
+        return Trainer(init, jax.jit(epoch), jax.jit(averaged))
+    whole = replicated_sharding(mesh)  # inputs and outputs replicated; the batches inside are split
+    return Trainer(*(jax.jit(f, in_shardings=whole, out_shardings=whole) for f in (init, epoch, averaged)))
 
 
-@jax.jit
+def _minibatches(rng_key, bank: SimulationBank, batch_size: int, mesh: Mesh | None):
+    """An epoch's minibatches ``(theta (b, batch_size, d), x (b, batch_size, *x_shape))``, ``b = n //
+    batch_size``, in the order of a permutation of the bank's rows; with a mesh, the batch axis (1)
+    is split over its devices."""
+    n = bank.theta.shape[0]
+    num_batches = n // batch_size
+    idx = jax.random.permutation(rng_key, n)[: num_batches * batch_size].reshape(num_batches, batch_size)
+    batches = (bank.theta[idx], bank.x[idx])
+    if mesh is None:
+        return batches
+    return jax.lax.with_sharding_constraint(batches, NamedSharding(mesh, PartitionSpec(None, AXIS)))
+
+
 def _batch_losses(estimator, theta, x):
     return jax.lax.map(lambda batch: plain_loss(estimator, *batch), (theta, x))
 
 
-def evaluate(estimator, bank: SimulationBank, batch_size: int = 1024) -> float:
+@functools.lru_cache(maxsize=64)
+def _batch_losses_on(mesh: Mesh | None, split: bool):
+    """:func:`_batch_losses` compiled for ``mesh``: batches split over its devices (``split``) or whole."""
+    if mesh is None:
+        return jax.jit(_batch_losses)
+    whole = replicated_sharding(mesh)
+    rows = NamedSharding(mesh, PartitionSpec(None, AXIS)) if split else whole
+    return jax.jit(_batch_losses, in_shardings=(whole, rows, rows), out_shardings=whole)
+
+
+def evaluate(estimator, bank: SimulationBank, batch_size: int = 1024, *, mesh=None) -> float:
     """Mean plain AALR loss (:func:`aalr_jax.losses.plain_loss`) on a bank, in fixed batches of
     ``batch_size`` with θ rolled by one within each; a last partial batch of two or more counts too,
-    every simulation weighted equally."""
-    n = bank.num_simulations
+    every simulation weighted equally.
+
+    With a ``mesh`` (:func:`aalr_jax.sharding.resolve_mesh`) the full batches are split over its
+    devices when ``batch_size`` is a multiple of their number and the rest runs whole on each; the
+    value does not depend on the mesh beyond floating-point order.
+    """
+    mesh = resolve_mesh(mesh)
+    n = bank.theta.shape[0]
     full = (n // batch_size) * batch_size
     total, count = 0.0, 0
     if full:
         shape = (n // batch_size, batch_size)
-        losses = _batch_losses(estimator, bank.theta[:full].reshape(shape + bank.theta.shape[1:]),
-                               bank.x[:full].reshape(shape + bank.x.shape[1:]))
+        losses = _batch_losses_on(mesh, mesh is not None and batch_size % mesh.size == 0)(
+            estimator, bank.theta[:full].reshape(shape + bank.theta.shape[1:]),
+            bank.x[:full].reshape(shape + bank.x.shape[1:]))
         total, count = float(losses.sum()) * batch_size, full
     if n - full >= 2:
-        loss = _batch_losses(estimator, bank.theta[None, full:], bank.x[None, full:])
+        loss = _batch_losses_on(mesh, False)(estimator, bank.theta[None, full:], bank.x[None, full:])
         total, count = total + float(loss[0]) * (n - full), n
     return total / count
 
@@ -265,15 +315,16 @@ class _Schedule(NamedTuple):
     ema_decay: float | None
 
 
-def _checked_schedule(optimizer, learning_rate, batch_size, max_epochs, patience, validation_fraction,
-                      ema_decay) -> _Schedule:
-    """The training schedule's arguments, checked (``validation_fraction`` only for its range)."""
+def _checked_schedule(optimizer, learning_rate, batch_size, max_epochs, patience, ema_decay,
+                      mesh: Mesh | None) -> _Schedule:
+    """The training schedule's arguments, checked (a given ``batch_size`` against the mesh too)."""
     if optimizer is not None and learning_rate is not None:
         raise ValueError("give either optimizer or learning_rate, not both: learning_rate sets the peak rate "
                          "of fit's default optimizer and a given optimizer carries its own")
     if optimizer is not None and not isinstance(optimizer, optax.GradientTransformation):
         raise TypeError(f"optimizer must be an optax.GradientTransformation, got {type(optimizer).__name__}")
-    check_number("validation_fraction", validation_fraction, low=0.0, high=1.0, low_open=True, high_open=True)
+    if batch_size is not None:
+        check_divisible("batch_size", positive_int("batch_size", batch_size), mesh)
     return _Schedule(
         optimizer=optimizer,
         learning_rate=None if learning_rate is None else check_number("learning_rate", learning_rate, low=0.0,
@@ -286,9 +337,13 @@ def _checked_schedule(optimizer, learning_rate, batch_size, max_epochs, patience
     )
 
 
-def _resolved(schedule: _Schedule, loss: LossConfig, num_train: int, num_val: int) -> _Schedule:
-    """``schedule`` with its defaults filled in for ``num_train`` training simulations, checked against them."""
-    batch_size = default_batch_size(num_train) if schedule.batch_size is None else schedule.batch_size
+def _resolved(schedule: _Schedule, loss: LossConfig, num_train: int, num_val: int, mesh: Mesh | None) -> _Schedule:
+    """``schedule`` with its defaults filled in for ``num_train`` training simulations, checked against
+    them; the default batch size is rounded down to a multiple of the mesh's devices."""
+    batch_size = schedule.batch_size
+    if batch_size is None:
+        devices = 1 if mesh is None else mesh.size
+        batch_size = max(devices, default_batch_size(num_train) // devices * devices)
     if num_train < batch_size:
         raise ValueError(f"batch_size={batch_size} is larger than the {num_train} training simulations; "
                          "simulate more or lower batch_size")
@@ -366,15 +421,21 @@ class TrainingData(NamedTuple):
     epoch_fn: Callable
 
 
-def _in_memory_data(rng_key, bank: SimulationBank, validation_fraction: float, validation_bank) -> TrainingData:
-    """``bank`` split (unless ``validation_bank`` is given) for training in one compiled epoch."""
-    train, val = split_bank(rng_key, bank, validation_fraction) if validation_bank is None else (bank, validation_bank)
-    return TrainingData(standardization_from(train.theta, train.x), train.num_simulations, val,
-                        lambda trainer, batch_size: lambda key, state: trainer.epoch(key, state, train))
+def _in_memory_data(rng_key, bank: SimulationBank, held_out: "_HeldOut", mesh: Mesh | None) -> TrainingData:
+    """``bank`` split (unless ``held_out`` is a bank) for training in one compiled epoch; with a mesh the
+    training bank is replicated on its devices once (each epoch draws its minibatches from it)."""
+    if held_out.bank is None:
+        train, val = split_bank(rng_key, bank, held_out.fraction)
+    else:
+        train, val = bank, held_out.bank
+    standardization = standardization_from(train.theta, train.x)
+    placed = train if mesh is None else _replicated(train, mesh)
+    return TrainingData(standardization, train.num_simulations, val,
+                        lambda trainer, batch_size: lambda key, state: trainer.epoch(key, state, placed))
 
 
 def _train(rng_key, trainer: Trainer, estimator, run_epoch: Callable, val: SimulationBank, schedule: _Schedule,
-           progress: bool) -> FitResult:
+           progress: bool, mesh: Mesh | None = None) -> FitResult:
     """Epochs until ``patience`` epochs pass without a lower validation loss; the best estimator."""
     start = time.perf_counter()
     state, best, best_epoch, best_loss, rows = trainer.init(estimator), estimator, 0, np.inf, []
@@ -382,7 +443,7 @@ def _train(rng_key, trainer: Trainer, estimator, run_epoch: Callable, val: Simul
     for i in bar:
         state, info = run_epoch(jax.random.fold_in(rng_key, i), state)
         current = trainer.estimator(state)
-        val_loss = evaluate(current, val)
+        val_loss = evaluate(current, val, mesh=False if mesh is None else mesh)
         rows.append((float(info.loss), val_loss, float(info.objective)))
         if not np.isfinite(val_loss):
             raise FloatingPointError(f"validation loss became {val_loss} at epoch {i}: training diverged; "
@@ -400,6 +461,102 @@ def _train(rng_key, trainer: Trainer, estimator, run_epoch: Callable, val: Simul
     return FitResult(best, history)
 
 
+# ---------------------------------------------------------------- devices and processes
+
+
+def _spans_processes(mesh: Mesh | None) -> bool:
+    """Whether ``mesh`` holds devices of several processes (a multi-host run); refuses a mesh
+    without a device of this process."""
+    if mesh is None:
+        return False
+    owners = {d.process_index for d in mesh.devices.flat}
+    if jax.process_index() not in owners:
+        raise ValueError(f"mesh: expected a mesh that includes this process's devices "
+                         f"(process {jax.process_index()}), got devices of processes {sorted(owners)}")
+    return len(owners) > 1
+
+
+def _replicated(tree, mesh: Mesh):
+    """``tree`` whole on every device of ``mesh``; on a mesh spanning processes every process passes
+    the same values."""
+    if not _spans_processes(mesh):
+        return jax.device_put(tree, replicated_sharding(mesh))
+    whole = replicated_sharding(mesh)
+    return jax.jit(lambda t: t, in_shardings=whole, out_shardings=whole)(jax.tree.map(np.asarray, tree))
+
+
+def _on_host(tree):
+    """``tree``'s arrays as arrays of this process's default device (from replicated arrays of any mesh)."""
+    return jax.tree.map(lambda a: jnp.asarray(np.asarray(a)), tree)
+
+
+def _whole_bank(bank: SimulationBank, name: str) -> SimulationBank:
+    """The bank of all processes, in process order, from this process's rows of it (every process
+    passes the same number); a global ``jax.Array`` (devices of several processes) is already whole."""
+    from jax.experimental import multihost_utils
+
+    if isinstance(bank.theta, jax.Array) and not bank.theta.is_fully_addressable:
+        return SimulationBank(*(jnp.asarray(multihost_utils.process_allgather(a, tiled=True)) for a in bank))
+    counts = np.asarray(multihost_utils.process_allgather(np.asarray([bank.theta.shape[0]])))
+    if len(set(counts.ravel().tolist())) > 1:
+        raise ValueError(f"{name}: expected the same number of rows on every process (sharding.process_rows), "
+                         f"got {counts.ravel().tolist()} rows on processes 0..{counts.size - 1}")
+    return SimulationBank(*(jnp.asarray(multihost_utils.process_allgather(np.asarray(a), tiled=True)) for a in bank))
+
+
+# ---------------------------------------------------------------- validation data
+
+
+class _HeldOut(NamedTuple):
+    """The held-out data: a ``fraction`` of the bank or an explicit ``bank`` (the other is None)."""
+
+    fraction: float | None
+    bank: SimulationBank | None
+
+
+_VALIDATION_DEFAULT = 0.1
+
+
+def _held_out(validation, options: dict, bank) -> _HeldOut:
+    """``validation`` (or the flat ``validation_fraction`` / ``validation_bank``, popped from
+    ``options``) checked: a fraction in (0, 1) or a bank with the shapes of ``bank``."""
+    fraction, given = options.pop("validation_fraction", None), options.pop("validation_bank", None)
+    name, value = "validation", validation
+    if fraction is not None or given is not None:
+        if not (isinstance(validation, float) and validation == _VALIDATION_DEFAULT):
+            raise TypeError("validation: give either validation or the flat validation_fraction / "
+                            "validation_bank, not both")
+        if fraction is not None:
+            check_number("validation_fraction", fraction, low=0.0, high=1.0, low_open=True, high_open=True)
+        name, value = ("validation_bank", given) if given is not None else ("validation_fraction", fraction)
+    if isinstance(value, (tuple, list, dict)):
+        held = _checked_bank(value, name)
+        if held.theta.shape[1:] != bank.theta.shape[1:] or held.x.shape[1:] != bank.x.shape[1:]:
+            raise ValueError(f"{name} must have the shapes of bank, theta (n, {bank.theta.shape[1]}) and "
+                             f"x (n, *{tuple(bank.x.shape[1:])}), got theta {held.theta.shape} and "
+                             f"x {held.x.shape}")
+        return _HeldOut(None, held)
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{name} must be a fraction in (0, 1) or a SimulationBank(theta, x), "
+                        f"got {type(value).__name__}")
+    return _HeldOut(check_number(name, value, low=0.0, high=1.0, low_open=True, high_open=True), None)
+
+
+def _global_inputs(bank, held_out: _HeldOut, mesh: Mesh | None):
+    """``(bank, held_out)`` of all processes when ``mesh`` spans several (:func:`_whole_bank`);
+    unchanged otherwise."""
+    if not _spans_processes(mesh):
+        return bank, held_out
+    if getattr(bank, "is_store", False):
+        raise ValueError("mesh: a bank in a Zarr store trains on the devices of one process; pass "
+                         "mesh=jax.local_devices() or read each process's rows into memory")
+    held = None if held_out.bank is None else _whole_bank(held_out.bank, "validation")
+    return _whole_bank(bank, "bank"), held_out._replace(bank=held)
+
+
+# ---------------------------------------------------------------- fit
+
+
 def fit(
     rng_key: jax.Array,
     bank: SimulationBank,
@@ -411,10 +568,9 @@ def fit(
     batch_size: int | None = None,
     max_epochs: int = 300,
     patience: int = 50,
-    validation_fraction: float = 0.1,
-    validation_bank: SimulationBank | None = None,
+    validation: float | SimulationBank = _VALIDATION_DEFAULT,
     ema_decay: float | None = None,
-    progress: bool = True,
+    mesh=None,
     **options,
 ) -> FitResult:
     r"""Train a ratio estimator ``f(θ, x) ≈ log r(x|θ)`` on a simulation bank.
@@ -436,51 +592,68 @@ def fit(
             cosine from ``learning_rate`` to 1 % of it over ``max_epochs``.
         learning_rate: peak rate of the default optimizer, > 0; :func:`default_learning_rate` when
             None. Giving it with ``optimizer`` is an error.
-        batch_size: pairs per minibatch; :func:`default_batch_size` of the training split when None.
+        batch_size: pairs per minibatch (a multiple of the mesh's devices); :func:`default_batch_size`
+            of the training split when None, rounded down to a multiple of the devices.
         max_epochs: upper bound on epochs.
         patience: stop after this many epochs without a lower validation loss.
-        validation_fraction: share of ``bank`` held out when ``validation_bank`` is not given.
-        validation_bank: an explicit held-out bank (then all of ``bank`` trains).
+        validation: the held-out data: a fraction in (0, 1) of ``bank``, or a
+            :class:`~aalr_jax.types.SimulationBank` (then all of ``bank`` trains).
         ema_decay: β in [0, 1) of the parameters' moving average (:func:`param_average`); the
             average is what is validated, kept and returned, 0 keeps the iterates.
             :func:`default_ema_decay` of the schedule's steps when None.
-        progress: show a progress bar with the train and validation losses.
+        mesh: the devices each minibatch is split over (:func:`aalr_jax.sharding.resolve_mesh`):
+            None (every device when there are several), False (one device), a number of devices,
+            a list of devices or a one-axis ``jax.sharding.Mesh``. See "Devices and processes".
         **options: the fields of ``network`` (``hidden_features``, ``activation``, ``embedding``,
             ``embedding_features``, ``theta_bound``, ``quadratic``) and of ``loss``
             (``ratio_weighting``, ``balance``, ``num_negatives``) as flat keywords, applied on top
-            of ``network`` and ``loss``; any other name is a ``TypeError``.
+            of ``network`` and ``loss``; ``progress`` (default True: a progress bar with the train
+            and validation losses); ``validation_fraction`` or ``validation_bank``, the two forms of
+            ``validation`` by name. Any other name is a ``TypeError``.
 
     Returns:
         ``FitResult(estimator, history)``: the estimator with the lowest validation loss and its
-        :class:`TrainHistory` (which records the batch size, learning rate and β used).
+        :class:`TrainHistory` (which records the batch size, learning rate and β used). The
+        estimator's arrays are on this process's default device, whatever the mesh.
+
+    Devices and processes. With a mesh of D devices the bank is replicated on each, every
+    minibatch is split into D parts and the compiler reduces the loss and its gradient across
+    them; the minibatches, their order and the standardisation do not depend on D, so the same
+    key gives the same estimator as one device up to floating-point order (with the same
+    ``batch_size``: the default one is rounded to a multiple of D). In a multi-process run
+    (:func:`aalr_jax.sharding.initialize_distributed`) with a mesh over the processes' devices
+    (the default), every process calls ``fit`` with the same key and arguments and *its own rows*
+    of the bank, ``bank[process_rows(n)]`` (the same number on each; an explicit validation bank
+    likewise), or with global ``jax.Array`` s; the rows are gathered in process order, so every
+    process trains in lockstep on the whole bank and returns the estimator one process would get
+    from all of it. ``mesh=False`` in such a run trains each process alone on what it passes.
 
     A bank in a Zarr store (:class:`aalr_jax.store.ZarrBank`) trains from shuffled minibatches
     streamed from disk (:mod:`aalr_jax.streaming`); its held-out data are whole chunks.
     """
     rng_key = check_key("rng_key", rng_key)
+    progress = options.pop("progress", True)
+    mesh = resolve_mesh(mesh)
     on_disk = getattr(bank, "is_store", False)
     bank = bank if on_disk else _checked_bank(bank)
+    held_out = _held_out(validation, options, bank)
     network, loss = _configs(network, loss, options, bank)
-    schedule = _checked_schedule(optimizer, learning_rate, batch_size, max_epochs, patience, validation_fraction,
-                                 ema_decay)
-    if validation_bank is not None:
-        validation_bank = _checked_bank(validation_bank, "validation_bank")
-        if validation_bank.theta.shape[1:] != bank.theta.shape[1:] or validation_bank.x.shape[1:] != bank.x.shape[1:]:
-            raise ValueError(f"validation_bank must have the shapes of bank, theta (n, {bank.theta.shape[1]}) and "
-                             f"x (n, *{tuple(bank.x.shape[1:])}), got theta {validation_bank.theta.shape} and "
-                             f"x {validation_bank.x.shape}")
+    schedule = _checked_schedule(optimizer, learning_rate, batch_size, max_epochs, patience, ema_decay, mesh)
+    bank, held_out = _global_inputs(bank, held_out, mesh)
     key_split, key_init, key_epochs = jax.random.split(rng_key, 3)
     if on_disk:
         from aalr_jax.streaming import store_data  # lazy: zarr is an optional dependency
 
-        data = store_data(key_split, bank, validation_fraction, validation_bank)
+        data = store_data(key_split, bank, held_out.fraction, held_out.bank)
     else:
-        data = _in_memory_data(key_split, bank, validation_fraction, validation_bank)
-    schedule = _resolved(schedule, loss, data.num_train, data.validation.num_simulations)
+        data = _in_memory_data(key_split, bank, held_out, mesh)
+    schedule = _resolved(schedule, loss, data.num_train, data.validation.num_simulations, mesh)
     estimator = init_estimator(key_init, network, data.standardization)
-    trainer = build_trainer(schedule.optimizer, schedule.batch_size, loss=loss, ema_decay=schedule.ema_decay)
-    return _train(key_epochs, trainer, estimator, data.epoch_fn(trainer, schedule.batch_size), data.validation,
-                  schedule, progress)
+    trainer = build_trainer(schedule.optimizer, schedule.batch_size, loss=loss, ema_decay=schedule.ema_decay,
+                            mesh=False if mesh is None else mesh)
+    result = _train(key_epochs, trainer, estimator, data.epoch_fn(trainer, schedule.batch_size), data.validation,
+                    schedule, progress, mesh)
+    return result if mesh is None else result._replace(estimator=_on_host(result.estimator))
 
 
 def fit_ensemble(
@@ -488,23 +661,27 @@ def fit_ensemble(
     bank: SimulationBank,
     num_members: int = 4,
     *,
-    validation_fraction: float = 0.1,
-    validation_bank: SimulationBank | None = None,
+    validation: float | SimulationBank = _VALIDATION_DEFAULT,
+    mesh=None,
     progress: bool = True,
     **fit_kwargs,
 ) -> EnsembleFitResult:
     """Train ``num_members`` estimators with :func:`fit` and average their logits.
 
-    All members train on the same split of ``bank`` (held out once, with ``validation_fraction``,
-    unless ``validation_bank`` is given) and differ in initialisation and minibatch order: member
-    ``m`` gets the key ``fold_in(rng_key, m)``. Averaging lowers the variance of the learned
-    log-ratio, for M times the training (see benchmarks/README.md "Choosing the defaults").
+    All members train on the same split of ``bank`` (held out once, a fraction ``validation``, unless
+    ``validation`` is a bank) and differ in initialisation and minibatch order: member ``m`` gets
+    the key ``fold_in(rng_key, m)``. Averaging lowers the variance of the learned log-ratio, for M
+    times the training (see benchmarks/README.md "Choosing the defaults").
 
     Args:
         rng_key: PRNG key.
-        bank: ``SimulationBank(theta (n, d), x (n, *x_shape))``.
+        bank: ``SimulationBank(theta (n, d), x (n, *x_shape))``; in a multi-process run, this
+            process's rows of it, as in :func:`fit`.
         num_members: M, a positive integer.
-        validation_fraction, validation_bank: the held-out data, as in :func:`fit`.
+        validation: the held-out data, as in :func:`fit` (also ``validation_fraction=`` or
+            ``validation_bank=``).
+        mesh: the devices of every member's data-parallel training, as in :func:`fit`; the
+            members train one after the other.
         progress: show progress bars (members, and each member's epochs).
         **fit_kwargs: any other argument of :func:`fit` (network, loss, optimizer, epochs...).
 
@@ -515,23 +692,28 @@ def fit_ensemble(
     """
     rng_key = check_key("rng_key", rng_key)
     num_members = positive_int("num_members", num_members)
+    mesh_ = resolve_mesh(mesh)
     on_disk = getattr(bank, "is_store", False)
     bank = bank if on_disk else _checked_bank(bank)
+    bank, held_out = _global_inputs(bank, _held_out(validation, fit_kwargs, bank), mesh_)
     key_split, key_members = jax.random.split(rng_key)
+    validation_bank = held_out.bank
     if validation_bank is None:
-        check_number("validation_fraction", validation_fraction, low=0.0, high=1.0, low_open=True, high_open=True)
         if on_disk:  # whole chunks held out once; every member streams the same training chunks
             from aalr_jax.streaming import split_store
 
-            bank, validation_bank = split_store(key_split, bank, validation_fraction)
+            bank, validation_bank = split_store(key_split, bank, held_out.fraction)
         else:
-            bank, validation_bank = split_bank(key_split, bank, validation_fraction)
-    validation_bank = _checked_bank(validation_bank, "validation_bank")
+            bank, validation_bank = split_bank(key_split, bank, held_out.fraction)
+    if _spans_processes(mesh_):  # the whole split, as global arrays: fit gathers nothing more
+        bank, validation_bank = _replicated(bank, mesh_), _replicated(validation_bank, mesh_)
     members, histories = [], []
     for m in tqdm(range(num_members), desc="ensemble", unit="member", disable=not progress):
-        result = fit(jax.random.fold_in(key_members, m), bank, validation_bank=validation_bank,
+        result = fit(jax.random.fold_in(key_members, m), bank, validation=validation_bank, mesh=mesh,
                      progress=progress, **fit_kwargs)
         members.append(result.estimator)
         histories.append(result.history)
     ensemble = RatioEnsemble.stack(members)
-    return EnsembleFitResult(ensemble, tuple(histories), evaluate(ensemble, validation_bank))
+    if _spans_processes(mesh_):
+        validation_bank = _on_host(validation_bank)
+    return EnsembleFitResult(ensemble, tuple(histories), evaluate(ensemble, validation_bank, mesh=False))

@@ -364,3 +364,27 @@ def test_flat_options_and_configs_build_the_same_estimator(small_bank):
                   loss=LossConfig(ratio_weighting=0.0, num_negatives=2), **kwargs)
     assert flat.estimator.config == grouped.estimator.config == NetworkConfig(2, (2,), (16, 16), "elu", quadratic=True)
     np.testing.assert_array_equal(flat.history.validation_loss, grouped.history.validation_loss)
+
+
+def test_validation_takes_a_fraction_or_a_bank(small_bank):
+    """validation= is a held-out fraction or a bank; the flat validation_fraction= / validation_bank=
+    are the same thing by name, and giving both forms is refused."""
+    kwargs = dict(max_epochs=1, hidden_features=(8,), progress=False)
+    held = SimulationBank(small_bank.theta[:100], small_bank.x[:100])
+    rest = SimulationBank(small_bank.theta[100:], small_bank.x[100:])
+    runs = [fit(jax.random.PRNGKey(1), small_bank, validation=0.2, **kwargs),
+            fit(jax.random.PRNGKey(1), small_bank, validation_fraction=0.2, **kwargs),
+            fit(jax.random.PRNGKey(1), rest, validation=held, **kwargs),
+            fit(jax.random.PRNGKey(1), rest, validation_bank=held, **kwargs)]
+    for a, b in (runs[:2], runs[2:]):
+        np.testing.assert_array_equal(a.history.validation_loss, b.history.validation_loss)
+    assert runs[0].history.batch_size == 64 and runs[2].history.batch_size == 64
+    with pytest.raises(TypeError, match="give either validation or the flat validation_fraction"):
+        fit(jax.random.PRNGKey(1), small_bank, validation=held, validation_fraction=0.2, **kwargs)
+    with pytest.raises(TypeError, match="validation must be a fraction in \\(0, 1\\) or a SimulationBank"):
+        fit(jax.random.PRNGKey(1), small_bank, validation="10%", **kwargs)
+    with pytest.raises(ValueError, match=r"validation must be a finite number in \(0, 1\), got 1.5"):
+        fit(jax.random.PRNGKey(1), small_bank, validation=1.5, **kwargs)
+    with pytest.raises(ValueError, match="validation must have the shapes of bank"):
+        fit_ensemble(jax.random.PRNGKey(1), small_bank, 2, validation=SimulationBank(held.theta, held.x[:, :1]),
+                     **kwargs)
