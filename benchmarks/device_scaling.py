@@ -195,13 +195,19 @@ def main(argv=None):
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--train-epochs", type=int, default=2)
     parser.add_argument("--output", default=os.path.join(HERE, "results", "device_scaling_cpu.json"))
+    parser.add_argument("--append", action="store_true",
+                        help="keep the runs of other device counts already in --output")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
         print(json.dumps(worker(args)))
         return None
+    counts = [int(v) for v in args.devices.split(",")]
     runs = []
-    for d in (int(v) for v in args.devices.split(",")):
+    if args.append and os.path.exists(args.output):
+        with open(args.output) as f:
+            runs = [run for run in json.load(f)["runs"] if run["devices"] not in counts]
+    for d in counts:
         env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={d}", JAX_PLATFORMS="cpu",
                    PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
         argv_d = [a for a in (argv if argv is not None else sys.argv[1:])] + ["--worker"]
@@ -213,7 +219,7 @@ def main(argv=None):
     result = dict(machine=f"{os.cpu_count()} CPU cores ({platform.machine()}), forced XLA host devices sharing "
                           "them; shared with other jobs", python=platform.python_version(), jax=jax.__version__,
                   layouts=args.layouts, methods=args.methods, warmup=args.warmup,
-                  draws=args.draws, repeats=args.repeats, runs=runs)
+                  draws=args.draws, repeats=args.repeats, runs=sorted(runs, key=lambda run: run["devices"]))
     with open(args.output, "w") as f:
         json.dump(result, f, indent=1)
     for run in runs:
