@@ -10,6 +10,21 @@ traced argument and only the sampler value and the :class:`RunSettings` are stat
 observations of the same shape, a new estimator of the same architecture or another prior of the
 same structure reuse the compiled program. Observation ``i`` uses the key ``fold_in(rng_key, i)``.
 
+Devices: :func:`chain_mesh` arranges the ``D`` devices of a one-axis mesh (:mod:`aalr_jax.sharding`)
+as a ``D_k × D_c`` grid (axes :data:`MESH_AXES`, ``D_k = gcd(k, D)``), so the flattened
+``observations × chains`` axis lies in contiguous blocks of ``k·C/D`` chains (1 observation × 96
+chains on 8 devices: 12 chains per device; 8 × 64: one observation per device). :func:`sample_batch`
+constrains the initial positions and results to that layout and XLA's SPMD partitioner splits the
+whole program; the only cross-device traffic is the pooled RWMH metric at each window's end
+(a sum of ``(d, d)`` covariances over one observation's chains), the RWMH independence proposal
+built once after warm-up from all chains' late positions, and R-hat/ESS at the end. Every random
+key is derived from ``rng_key`` by the same splits whatever the layout, so a run on ``D`` devices
+draws the same numbers as on one, up to rounding: XLA compiles a program per device shape whose
+floating-point results may differ in the last bits (and sums in another order). Without warm-up
+the draws agree to that rounding; adaptive warm-up (accept/reject feeding the step size) amplifies
+it, as it would a 10⁻⁷ change of the starting points, so adapted runs on different device counts
+agree in distribution rather than draw by draw.
+
 Initial positions (``init="sir"``) are drawn without replacement (Gumbel top-k) from
 ``num_init_candidates`` prior draws weighted by the estimated ratio ``exp Σ_i f(θ, x_i)``: the
 sampling-importance-resampling start of sbi, which puts chains into every mode they should visit.
@@ -21,15 +36,24 @@ see benchmarks/README.md, "aalr_jax vs sbi NRE_A".
 from __future__ import annotations
 
 import functools
+import math
+import warnings
 from typing import Callable, NamedTuple
 
 import blackjax
 import jax
 import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from aalr_jax import adaptation, priors
+from aalr_jax import adaptation, priors, sharding
 
-__all__ = ["ChainResult", "PosteriorSamples", "RunSettings", "initial_positions", "run_chains", "sample_batch"]
+__all__ = [
+    "MESH_AXES", "ChainResult", "PosteriorSamples", "RunSettings", "chain_mesh", "initial_positions", "interleave",
+    "run_chains", "sample_batch",
+]
+
+MESH_AXES = ("observations", "chain_blocks")  # device-grid axes of sample_batch: observations, their chains
 
 
 class ChainResult(NamedTuple):
@@ -178,26 +202,101 @@ def _chain_statistics(chains: jax.Array) -> tuple[jax.Array, jax.Array]:
     return rhat, ess
 
 
-def _sample_one(rng_key, posterior, sampler, settings: RunSettings):
-    key_init, key_run = jax.random.split(rng_key)
-    theta0 = initial_positions(key_init, posterior, settings.num_chains, init=settings.init,
-                               num_candidates=settings.num_init_candidates)
-    result = run_chains(key_run, posterior.unconstrained_logdensity, posterior.transform.inv(theta0), sampler,
+def _start(rng_key, posterior, settings: RunSettings):
+    """``(C, d)`` initial positions (constrained) of one observation's chains."""
+    return initial_positions(rng_key, posterior, settings.num_chains, init=settings.init,
+                             num_candidates=settings.num_init_candidates)
+
+
+def _sample_one(rng_key, posterior, theta0, sampler, settings: RunSettings):
+    result = run_chains(rng_key, posterior.unconstrained_logdensity, posterior.transform.inv(theta0), sampler,
                         num_warmup=settings.num_warmup, num_draws=settings.num_draws, thin=settings.thin)
     chains = posterior.transform(result.positions)
     return (chains, result.acceptance_rate, result.num_divergent, result.step_size, *_chain_statistics(chains))
 
 
-@functools.partial(jax.jit, static_argnames=("sampler", "settings"))
-def sample_batch(rng_key, posterior, sampler, settings: RunSettings):
-    """All ``k`` observations of a batched ``posterior`` at once; observation i uses ``fold_in(rng_key, i)``.
+def chain_mesh(mesh, num_observations: int, num_chains: int, *, explicit: bool = True):
+    """The two-axis ``(observations, chains)`` mesh that lays ``k × C`` chains over ``mesh``.
+
+    The ``D`` devices of the one-axis ``mesh`` form a ``D_k × D_c`` grid with ``D_k = gcd(k, D)``
+    devices along the observations and ``D_c = D / D_k`` along each observation's chains, so the
+    flattened ``observations × chains`` axis lies in contiguous blocks of ``k·C / D`` chains, one
+    block per device. That needs ``D`` to divide ``k·C``: otherwise an explicit ``mesh`` raises a
+    ``ValueError`` naming ``num_chains``, and the default (``explicit=False``, all devices) warns
+    and uses ``gcd(k·C, D)`` of the devices (one device: ``None``).
+
+    Args:
+        mesh: a one-axis mesh from :func:`aalr_jax.sharding.resolve_mesh`, or ``None``.
+        num_observations: ``k``.
+        num_chains: ``C``.
+        explicit: whether the caller named the mesh.
 
     Returns:
-        ``(chains (k, C, S, d), acceptance_rate, num_divergent, step_size (k, C), rhat, ess (k, d))``.
+        A :class:`jax.sharding.Mesh` with axes :data:`MESH_AXES`, or ``None`` for one device.
+    """
+    if mesh is None:
+        return None
+    total, size = num_observations * num_chains, mesh.size
+    if explicit:
+        sharding.check_divisible(f"num_chains (× {num_observations} observations)", total, mesh)
+    elif total % size:
+        size = math.gcd(total, size)
+        warnings.warn(f"num_chains: {num_observations} observations × {num_chains} chains do not split over "
+                      f"{mesh.size} devices; sampling on {size} of them (pass mesh= to choose)", stacklevel=4)
+        if size == 1:
+            return None
+    devices = np.asarray(mesh.devices).reshape(-1)[:size]
+    rows = math.gcd(num_observations, size)
+    return Mesh(devices.reshape(rows, size // rows), MESH_AXES)
+
+
+def _constrain(tree, mesh, *axes):
+    """Lay each leaf's leading axes over the mesh axes ``axes`` (identity without a mesh)."""
+    if mesh is None:
+        return tree
+    return jax.lax.with_sharding_constraint(tree, NamedSharding(mesh, PartitionSpec(*axes)))
+
+
+@functools.partial(jax.jit, static_argnames=("sampler", "settings", "mesh"))
+def sample_batch(rng_key, posterior, sampler, settings: RunSettings, mesh=None):
+    """All ``k`` observations of a batched ``posterior`` at once; observation i uses ``fold_in(rng_key, i)``.
+
+    With a ``mesh`` from :func:`chain_mesh` the ``(k, C)`` chains are laid over its devices
+    (observations along :data:`MESH_AXES` ``[0]``, chains along ``[1]``) and XLA partitions the
+    program; the pooled RWMH metric of one observation's chains becomes a reduction across the
+    devices that hold them. The keys do not depend on the mesh (see the module docstring for how
+far the values do).
+
+    Returns:
+        ``(chains (k, C, S, d), acceptance_rate, num_divergent, step_size (k, C), rhat, ess (k, d))``,
+        laid out as ``(observations, chains)`` over the mesh.
     """
     keys = jax.vmap(lambda i: jax.random.fold_in(rng_key, i))(jnp.arange(posterior.x_obs.shape[0]))
+    keys = jax.vmap(jax.random.split)(keys)
+    one = lambda x_obs, features: posterior.replace(x_obs=x_obs, features=features)
+    start = lambda key, x_obs, features: _start(key, one(x_obs, features), settings)
+    theta0 = _constrain(jax.vmap(start)(keys[:, 0], posterior.x_obs, posterior.features), mesh, *MESH_AXES)
 
-    def one(key, x_obs, features):
-        return _sample_one(key, posterior.replace(x_obs=x_obs, features=features), sampler, settings)
+    def run(key, x_obs, features, theta):
+        return _sample_one(key, one(x_obs, features), theta, sampler, settings)
 
-    return jax.vmap(one)(keys, posterior.x_obs, posterior.features)
+    out = jax.vmap(run)(keys[:, 1], posterior.x_obs, posterior.features, theta0)
+    return (*_constrain(out[:4], mesh, *MESH_AXES), *_constrain(out[4:], mesh, MESH_AXES[0]))
+
+
+@functools.partial(jax.jit, static_argnames=("num_samples", "single", "mesh"))
+def interleave(stats, num_samples: int, single: bool, mesh=None):
+    """``(samples (k, num_samples, d), stats)``: draw ``j`` of chain ``c`` at ``j·C + c``.
+
+    ``single`` drops the observation axis. With a mesh, ``samples`` stay split over the observations
+    and, when ``D_c`` divides ``num_samples``, over the draws.
+    """
+    k, c, s, d = stats[0].shape
+    samples = jnp.swapaxes(stats[0], 1, 2).reshape(k, s * c, d)[:, :num_samples]
+    split = mesh is not None and num_samples % mesh.shape[MESH_AXES[1]] == 0
+    if single:
+        samples, stats = samples[0], [a[0] for a in stats]
+        samples = _constrain(samples, mesh, *MESH_AXES[1:2 if split else 1])
+        return samples, (*_constrain(stats[:4], mesh, MESH_AXES[1]), *_constrain(stats[4:], mesh))
+    samples = _constrain(samples, mesh, *MESH_AXES[: 2 if split else 1])
+    return samples, (*_constrain(stats[:4], mesh, *MESH_AXES), *_constrain(stats[4:], mesh, MESH_AXES[0]))

@@ -20,6 +20,11 @@ argument and composes with other JAX code:
 Batches: ``x_obs`` of shape ``(k, *x_shape)`` (``(k, n, *x_shape)`` with ``iid=True``) gives a
 posterior with ``batch_shape == (k,)``; ``posterior[i]`` is the posterior of observation ``i``, and
 ``sample`` returns ``(k, num_samples, d)`` draws.
+
+Devices: with several devices (or a ``mesh`` passed to ``sample``) the ``k × C`` chains are laid
+over them in one compiled program (:func:`aalr_jax.chains.chain_mesh`); results are
+``jax.Array`` s split over the devices as the chains are (``.sharding``), and ``np.asarray`` gathers
+them. On one device nothing is placed.
 """
 
 from __future__ import annotations
@@ -30,8 +35,9 @@ import functools
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import NamedSharding, PartitionSpec
 
-from aalr_jax import chains, ood, priors, samplers
+from aalr_jax import chains, ood, priors, samplers, sharding
 from aalr_jax.logdensity import embed_observations, log_posterior, observation_batch_shape
 from aalr_jax.types import check_ratio_model
 from aalr_jax.validation import check_key, check_real_array, nonnegative_int, positive_int
@@ -115,7 +121,8 @@ class Posterior:
 
     def sample(self, rng_key: jax.Array, num_samples: int = 10_000, *, sampler="auto", num_chains: int = 100,
                num_warmup: int = 500, thin: int | None = None, init: str = "sir",
-               num_init_candidates: int | None = None, strict: bool = False, **options) -> chains.PosteriorSamples:
+               num_init_candidates: int | None = None, strict: bool = False, mesh=None,
+               **options) -> chains.PosteriorSamples:
         """Draw ``num_samples`` per observation with ``num_chains`` adapted chains each.
 
         Args:
@@ -131,6 +138,11 @@ class Posterior:
             num_init_candidates: prior draws for ``init``, at least ``num_chains``; default
                 ``max(10_000, 10 * num_chains)``.
             strict: raise instead of warning when an observation lies outside the training data.
+            mesh: devices to lay the ``k × num_chains`` chains over (:func:`aalr_jax.sharding.resolve_mesh`):
+                ``None`` all devices when there are several, ``False`` one device, a number of
+                devices, a device sequence or a one-axis mesh. ``k · num_chains`` must be a
+                multiple of the device count (see :func:`aalr_jax.chains.chain_mesh`); the results
+                stay on the devices, split as the chains are.
             **options: sampler fields, e.g. ``num_integration_steps=5`` (see ``resolve_sampler``).
 
         Returns:
@@ -142,20 +154,31 @@ class Posterior:
         sampler, settings = run_settings(self.dim, sampler, num_samples=num_samples, num_chains=num_chains,
                                          num_warmup=num_warmup, thin=thin, init=init,
                                          num_init_candidates=num_init_candidates, **options)
-        return self._run(rng_key, positive_int("num_samples", num_samples), sampler, settings, strict)
+        return self._run(rng_key, positive_int("num_samples", num_samples), sampler, settings, strict, mesh)
 
-    def _run(self, rng_key, num_samples: int, sampler, settings: chains.RunSettings, strict) -> chains.PosteriorSamples:
+    def _run(self, rng_key, num_samples: int, sampler, settings: chains.RunSettings, strict,
+             mesh=None) -> chains.PosteriorSamples:
         if not isinstance(strict, bool):
             raise TypeError(f"strict must be True or False, got {strict!r}")
         outside = ood.check_observations(self.estimator, self.x_obs, iid=self.iid, strict=strict)
         batched = self if self.batch_shape else self.replace(x_obs=self.x_obs[None], features=self.features[None])
-        stats = chains.sample_batch(rng_key, batched, sampler, settings)
-        k, c, s, d = stats[0].shape
-        samples = jnp.swapaxes(stats[0], 1, 2).reshape(k, s * c, d)[:, :num_samples]
-        if not self.batch_shape:
-            samples, stats = samples[0], [a[0] for a in stats]
+        grid = chains.chain_mesh(sharding.resolve_mesh(mesh), batched.x_obs.shape[0], settings.num_chains,
+                                 explicit=mesh is not None)
+        if grid is not None:
+            rng_key, batched = _place(rng_key, batched, grid)
+        stats = chains.sample_batch(rng_key, batched, sampler, settings, grid)
+        samples, stats = chains.interleave(stats, num_samples, not self.batch_shape, grid)
         return chains.PosteriorSamples(samples, *stats, outside_training=outside, sampler=sampler, thin=settings.thin,
                                        num_warmup=settings.num_warmup, num_chains=settings.num_chains)
+
+
+def _place(rng_key, posterior: Posterior, grid):
+    """The key and the posterior on the devices of ``grid``: observations and features split over its
+    first axis, everything else (estimator and prior parameters) copied to every device."""
+    rows = NamedSharding(grid, PartitionSpec(chains.MESH_AXES[0]))
+    rng_key, posterior = sharding.replicate((rng_key, posterior), grid)
+    return rng_key, posterior.replace(x_obs=jax.device_put(posterior.x_obs, rows),
+                                      features=jax.device_put(posterior.features, rows))
 
 
 def run_settings(dim: int, sampler="auto", *, num_samples=10_000, num_chains=100, num_warmup=500, thin=None,

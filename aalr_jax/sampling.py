@@ -16,6 +16,9 @@ The flat method-specific keywords (``num_integration_steps``, ``max_num_doubling
 ``independence_*``, ``dense_metric``, ``target_acceptance``) are fields of the sampler value; one
 that belongs to another method is refused unless it is that method's default. The result records
 the sampler that ran, ``thin``, ``num_warmup`` and ``num_chains``.
+
+``mesh`` spreads the ``observations × chains`` axis over devices (:mod:`aalr_jax.sharding`,
+:func:`aalr_jax.chains.chain_mesh`): one compiled program, results left split over the devices.
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ __all__ = ["ExactLikelihood", "METHODS", "PosteriorSamples", "resolve_sampler", 
 def sample_posterior(rng_key: jax.Array, estimator, prior, x_obs, *, method="auto", num_samples: int = 10_000,
                      num_chains: int = 100, num_warmup: int = 500, thin: int | None = None, iid: bool = False,
                      init: str = "sir", num_init_candidates: int | None = None, strict: bool = False,
-                     **options) -> PosteriorSamples:
+                     mesh=None, **options) -> PosteriorSamples:
     """Sample ``p(θ|x_obs) ∝ p(θ) Π_i r̂(x_i|θ)`` for one observation or a batch of them.
 
     Args:
@@ -57,6 +60,10 @@ def sample_posterior(rng_key: jax.Array, estimator, prior, x_obs, *, method="aut
             ``max(10_000, 10 * num_chains)``.
         strict: raise a ``ValueError`` (instead of an ``OutOfDistributionWarning``) when an
             observation lies outside the estimator's training data (:mod:`aalr_jax.ood`).
+        mesh: devices for the ``k × num_chains`` chains (:meth:`Posterior.sample
+            <aalr_jax.ratio_posterior.Posterior.sample>`): ``None`` all devices when there are
+            several, ``False`` one device, a number of devices, a device sequence or a one-axis
+            :class:`jax.sharding.Mesh`. ``k · num_chains`` must be a multiple of the device count.
         **options: sampler fields (:class:`~aalr_jax.samplers.RWMH`: ``independence_prob``,
             ``independence_components``, ``independence_bandwidth``, ``independence_defensive``;
             :class:`~aalr_jax.samplers.HMC`: ``num_integration_steps``;
@@ -71,4 +78,4 @@ def sample_posterior(rng_key: jax.Array, estimator, prior, x_obs, *, method="aut
     sampler, settings = run_settings(post.dim, method, num_samples=num_samples, num_chains=num_chains,
                                      num_warmup=num_warmup, thin=thin, init=init,
                                      num_init_candidates=num_init_candidates, **options)
-    return post._run(rng_key, positive_int("num_samples", num_samples), sampler, settings, strict)
+    return post._run(rng_key, positive_int("num_samples", num_samples), sampler, settings, strict, mesh)

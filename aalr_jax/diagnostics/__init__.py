@@ -18,6 +18,7 @@ from aalr_jax.diagnostics.coverage import (
     grid_credibility,
     hpd_credibility,
     sample_credibility,
+    write_sample_shards,
 )
 from aalr_jax.diagnostics.mcmc import MCMCReport, MCMCWarning, check, mcmc_report, to_inference_data
 from aalr_jax.diagnostics.roc import NormalizationResult, ROCResult, normalization_check, roc_diagnostic, weighted_auc
@@ -47,4 +48,5 @@ __all__ = [
     "sbc_ranks",
     "to_inference_data",
     "weighted_auc",
+    "write_sample_shards",
 ]

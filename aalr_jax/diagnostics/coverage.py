@@ -21,6 +21,12 @@ is *over-confident* (regions too small), above *under-confident* (too wide).
   the cells of a grid inside the prior box, ``p_g ∝ \exp \log \hat p(θ_g|x)``, and
   ``ĉ = Σ_g p_g 1[\log \hat p(θ_g|x) > \log \hat p(θ^*|x)]``.
 
+Many observations: with ``output=`` a folder, :func:`expected_coverage` samples ``batch_size``
+observations at a time and writes each batch's ``(k, n, d)`` samples to disk one device block at a
+time (:func:`write_sample_shards`), so memory holds one batch and the host never holds the samples
+of all N pairs; with a device mesh (``mesh=``, passed to ``sample_posterior``) each batch's chains
+are spread over the devices.
+
 Uncertainty: each level's coverage is a binomial proportion. ``stderr`` is the binomial standard
 deviation at the nominal level, ``\sqrt{γ(1-γ)/N}`` (the band around the diagonal), and
 ``lower``/``upper`` are Clopper–Pearson intervals at ``confidence``, made simultaneous over the L
@@ -30,6 +36,7 @@ levels by Bonferroni (each at ``1 - (1 - confidence)/L``). The verdict compares 
 from __future__ import annotations
 
 import functools
+import os
 from typing import NamedTuple
 
 import jax
@@ -39,8 +46,10 @@ from scipy import stats
 
 from aalr_jax import priors
 from aalr_jax.data import resolve_problem, simulate
+from aalr_jax.files import atomic_write
 from aalr_jax.logdensity import embed_observations, log_posterior
 from aalr_jax.sampling import sample_posterior
+from aalr_jax.validation import positive_int
 
 __all__ = [
     "DEFAULT_LEVELS",
@@ -50,6 +59,7 @@ __all__ = [
     "grid_credibility",
     "hpd_credibility",
     "sample_credibility",
+    "write_sample_shards",
 ]
 
 DEFAULT_LEVELS = np.round(np.arange(1, 20) * 0.05, 2)  # 0.05, 0.10, ..., 0.95
@@ -217,6 +227,8 @@ def expected_coverage(
     num_samples: int = 1000,
     bounds=None,
     resolution: int | None = None,
+    output=None,
+    batch_size: int | None = None,
     **sampler_kwargs,
 ) -> CoverageResult:
     """Expected HPD coverage of ``estimator`` over ``num_pairs`` pairs ``(θ*, x) ~ p(θ, x)``.
@@ -231,7 +243,15 @@ def expected_coverage(
         levels, confidence: see :func:`coverage_from_credibility`.
         num_samples: posterior draws per observation (``"mcmc"``).
         bounds, resolution: the grid (``"grid"``).
-        **sampler_kwargs: passed to :func:`~aalr_jax.sampling.sample_posterior` (method, num_chains, ...).
+        output: a folder (``"mcmc"``): write the posterior samples there shard by shard
+            (:func:`write_sample_shards`, with each block's ``x``, ``theta`` and ``credibility``)
+            instead of keeping them; only the ``(N,)`` credibilities come back to the host.
+        batch_size: observations per :func:`~aalr_jax.sampling.sample_posterior` call with
+            ``output`` (default all ``num_pairs``); batch ``b`` samples with ``fold_in(key, b)``.
+            With a device mesh, ``batch_size · num_chains`` (and the last, shorter batch's) must
+            be a multiple of the device count.
+        **sampler_kwargs: passed to :func:`~aalr_jax.sampling.sample_posterior` (method,
+            num_chains, ``mesh``, ...).
 
     Returns:
         :class:`CoverageResult`.
@@ -243,7 +263,58 @@ def expected_coverage(
     bank = simulate(key_pairs, task_or_prior_and_simulator, num_pairs, progress=False)
     if method == "grid":
         credibility = grid_credibility(estimator, prior, bank.x, bank.theta, bounds=bounds, resolution=resolution)
+    elif output is not None:
+        credibility = _streamed_credibility(key_sample, estimator, prior, bank, output, batch_size,
+                                            num_samples, sampler_kwargs)
     else:
         post = sample_posterior(key_sample, estimator, prior, bank.x, num_samples=num_samples, **sampler_kwargs)
         credibility = sample_credibility(estimator, prior, bank.x, bank.theta, post.samples)
     return coverage_from_credibility(credibility, levels, confidence=confidence)
+
+
+def _streamed_credibility(rng_key, estimator, prior, bank, output, batch_size, num_samples, sampler_kwargs):
+    """Credibilities ``(N,)``, sampling ``batch_size`` observations at a time and writing each batch's
+    samples to ``output`` shard by shard."""
+    n = int(bank.theta.shape[0])
+    batch_size = n if batch_size is None else positive_int("batch_size", batch_size)
+    output = os.fspath(output)
+    os.makedirs(output, exist_ok=True)
+    credibility = []
+    for b, start in enumerate(range(0, n, batch_size)):
+        rows = slice(start, min(start + batch_size, n))
+        post = sample_posterior(jax.random.fold_in(rng_key, b), estimator, prior, bank.x[rows],
+                                num_samples=num_samples, **sampler_kwargs)
+        cred = sample_credibility(estimator, prior, bank.x[rows], bank.theta[rows], post.samples)
+        write_sample_shards(output, post.samples, start, x=np.asarray(bank.x[rows]),
+                            theta=np.asarray(bank.theta[rows]), credibility=cred)
+        credibility.append(cred)
+    return np.concatenate(credibility)
+
+
+def write_sample_shards(folder, samples: jax.Array, first_row: int = 0, **per_row) -> list:
+    """Write each device's block of ``samples: (k, n, d)`` to its own ``.npz``, gathering nothing.
+
+    One file per distinct block (``samples.addressable_shards``; copies on several devices are
+    written once; in a multi-process run each process writes its own blocks), named
+    ``pairs_{r0:08d}-{r1:08d}_draws_{s0:08d}-{s1:08d}.npz`` for observation rows ``[r0, r1)`` (counted
+    from ``first_row``) and draws ``[s0, s1)``, written atomically (:func:`aalr_jax.files.atomic_write`).
+    Each holds ``samples`` (the block), ``rows`` (its global observation indices), ``draws`` (its
+    draw indices) and, for every ``per_row`` array ``(k, ...)``, the block's rows of it.
+
+    Returns:
+        The paths written.
+    """
+    paths = []
+    for shard in samples.addressable_shards if isinstance(samples, jax.Array) else ():
+        if shard.replica_id:
+            continue
+        rows, draws = (range(*i.indices(size)) for i, size in zip(shard.index[:2], samples.shape[:2]))
+        arrays = {name: np.asarray(value)[rows.start:rows.stop] for name, value in per_row.items()}
+        arrays.update(samples=np.asarray(shard.data), rows=np.arange(rows.start, rows.stop) + first_row,
+                      draws=np.arange(draws.start, draws.stop))
+        name = (f"pairs_{first_row + rows.start:08d}-{first_row + rows.stop:08d}"
+                f"_draws_{draws.start:08d}-{draws.stop:08d}.npz")
+        path = os.path.join(os.fspath(folder), name)
+        atomic_write(path, lambda f, arrays=arrays: np.savez(f, **arrays))
+        paths.append(path)
+    return paths
