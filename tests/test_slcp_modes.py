@@ -27,36 +27,37 @@ def test_sign_symmetric_cancels_the_odd_part_exactly():
     assert model.x_shape == (8,) and model.theta_dim == 5
 
 
-def test_sign_modes_moves_a_quarter_of_the_chains_into_each_mode():
-    chains = -jnp.abs(jax.random.normal(jax.random.PRNGKey(1), (8, 6, 5))) - 0.1  # every chain in (−, −)
-    post = PosteriorSamples(samples=jnp.swapaxes(chains, 0, 1).reshape(48, 5)[:45], chains=chains,
+def test_random_signs_changes_only_the_signs_of_theta3_and_theta4():
+    chains = -jnp.abs(jax.random.normal(jax.random.PRNGKey(1), (8, 600, 5))) - 0.1  # every chain in (−, −)
+    post = PosteriorSamples(samples=jnp.swapaxes(chains, 0, 1).reshape(4800, 5)[:4790], chains=chains,
                             acceptance_rate=jnp.ones(8), num_divergent=jnp.zeros(8), step_size=jnp.ones(8),
                             rhat=jnp.ones(5), ess=jnp.ones(5))
-    out = slcp.sign_modes(post)
-    signs = np.sign(np.asarray(out.chains[:, :, 2:4]))
-    np.testing.assert_array_equal(signs, np.broadcast_to(slcp.SIGNS[np.arange(8) % 4][:, None], signs.shape))
-    np.testing.assert_array_equal(np.abs(out.chains), np.abs(chains))  # only signs change
+    out = slcp.random_signs(jax.random.PRNGKey(3), post)
+    np.testing.assert_array_equal(np.abs(out.chains), np.abs(chains))
     np.testing.assert_array_equal(out.chains[..., [0, 1, 4]], chains[..., [0, 1, 4]])
-    np.testing.assert_array_equal(out.samples, np.swapaxes(np.asarray(out.chains), 0, 1).reshape(48, 5)[:45])
-    batched = slcp.sign_modes(post._replace(samples=post.samples[None], chains=chains[None],
-                                            rhat=post.rhat[None], ess=post.ess[None]))
-    np.testing.assert_array_equal(batched.chains[0], out.chains)
-    assert batched.rhat.shape == (1, 5)
+    np.testing.assert_array_equal(out.samples, np.swapaxes(np.asarray(out.chains), 0, 1).reshape(4800, 5)[:4790])
+    signs = np.sign(np.asarray(out.chains[..., 2:4])).reshape(8, 600, 2)
+    for c in range(8):  # every chain visits the four modes, about 150 of its 600 draws each
+        counts = np.bincount(2 * (signs[c, :, 0] > 0) + (signs[c, :, 1] > 0), minlength=4)
+        assert counts.min() > 100, counts
+    batched = slcp.random_signs(jax.random.PRNGKey(3), post._replace(
+        samples=post.samples[None], chains=chains[None], rhat=post.rhat[None], ess=post.ess[None]))
+    assert batched.chains.shape == (1, 8, 600, 5) and batched.rhat.shape == (1, 5)
 
 
-def test_tilted_likelihood_made_symmetric_finds_four_modes_with_equal_weights():
-    """HMC on SignSymmetric(tilted) samples the exact posterior: four modes of weight ¼ each, and
-    folded moments matching self-normalised importance sampling from the prior."""
+def test_tilted_likelihood_made_symmetric_has_four_modes_with_equal_weights():
+    """HMC on SignSymmetric(tilted) samples the exact posterior: with random signs its four modes
+    weigh ¼ each, every chain visits them (mode-aware R-hat near 1), and the folded moments match
+    self-normalised importance sampling from the prior."""
     x = TASK.default_observation
     post = sample_posterior(jax.random.PRNGKey(2), slcp.SignSymmetric(ExactLikelihood(tilted, (8,))),
                             TASK.prior, x, num_samples=4000, num_chains=40, num_warmup=300)
-    post = slcp.sign_modes(post)
+    post = slcp.random_signs(jax.random.PRNGKey(5), post)
     report = diagnostics.mcmc_report(post)
-    assert report.num_modes == 4 and list(report.mode_chains) == [10, 10, 10, 10]
     assert np.nanmax(report.mode_rhat) < 1.05
     s = np.asarray(post.samples)
     quadrant = 2 * (s[:, 2] > 0) + (s[:, 3] > 0)
-    np.testing.assert_allclose(np.bincount(quadrant, minlength=4) / len(s), 0.25, atol=1e-9)
+    np.testing.assert_allclose(np.bincount(quadrant, minlength=4) / len(s), 0.25, atol=0.03)  # binomial sd 0.007
     theta = TASK.prior.sample(jax.random.PRNGKey(9), (1_000_000,))
     log_w = jax.vmap(slcp.log_likelihood, (0, None))(theta, x)
     w = np.exp(np.asarray(log_w - log_w.max()))

@@ -29,15 +29,15 @@ still draws of the posterior, and the MCMC only has to get the folded distributi
 ``(θ_1, θ_2, |θ_3|, |θ_4|, θ_5)`` right, which every chain targets in its own mode. Checked
 against self-normalised importance sampling from the prior in the tests.
 
-Learned ratios (:class:`SignSymmetric`, :func:`sign_modes`). A classifier trained on simulations
+Learned ratios (:class:`SignSymmetric`, :func:`random_signs`). A classifier trained on simulations
 learns the symmetry only approximately: at 10⁵ simulations (the package's training defaults) its
 log-ratio at the four sign images of a parameter differs by 0.3–1.2 nats, so the learned modes
 weigh 0.20–0.31 instead of ¼, and its valleys at θ_3 = 0 and θ_4 = 0 are about 10 nats deep (the
 exact likelihood's are impassable), so a few HMC chains cross them, slowly, and the chains form one
 cluster with R-hat ≈ 1.65. :class:`SignSymmetric` averages the log-ratio over the four images,
-which makes the learned posterior exactly symmetric; :func:`sign_modes` folds its chains and puts a
-quarter of them into each mode, as the reference does (benchmarks/README.md, "SLCP: finding the
-four modes").
+which makes the learned posterior exactly symmetric; :func:`random_signs` folds its chains and
+gives every draw random signs, as the reference does, so that every chain visits the four modes
+(benchmarks/README.md, "SLCP: finding the four modes").
 
 Default observation: the paper's ``θ* = (0.7, -2.9, -1.0, -0.9, 0.6)``, simulated once with
 ``simulator(PRNGKey(1), θ*)`` under jax 0.10.2 and stored as :data:`OBSERVATION`, so that it does
@@ -60,7 +60,7 @@ from aalr_jax.types import ExactLikelihood
 
 SIGNS = np.array([[1, 1], [1, -1], [-1, 1], [-1, -1]], np.float32)  # the sign modes of (θ_3, θ_4)
 
-__all__ = ["PRIOR", "SIGNS", "SignSymmetric", "log_likelihood", "make", "reference_posterior", "sign_modes",
+__all__ = ["PRIOR", "SIGNS", "SignSymmetric", "log_likelihood", "make", "random_signs", "reference_posterior",
            "simulator"]
 
 NUM_POINTS = 4
@@ -172,30 +172,31 @@ class SignSymmetric:
         return getattr(self.estimator, "standardization", None)
 
 
-def sign_modes(posterior):
-    """Chains of a sign-symmetric posterior, each moved into one sign mode, 1/4 of them per mode.
+def random_signs(rng_key, posterior):
+    """Draws of a sign-symmetric posterior with independent random signs of θ_3 and θ_4.
 
     For a posterior invariant under ``θ_3 → −θ_3`` and ``θ_4 → −θ_4`` (the exact one, or that of
-    :class:`SignSymmetric`), folding a chain, ``(θ_3, θ_4) → (|θ_3|, |θ_4|)``, gives a chain of the
-    folded posterior whether or not it crossed between modes; chain ``c`` then gets the signs
-    ``SIGNS[c % 4]``, so every mode holds the same number of chains and its exact weight ¼ (up to
-    ``C mod 4`` chains). Takes and returns a :class:`~aalr_jax.chains.PosteriorSamples` (batched or
-    not) with ``chains``, ``samples``, ``rhat`` and ``ess`` replaced; ``rhat`` and ``ess`` are
-    those of the folded chains, the ones that measure mixing within a mode.
+    :class:`SignSymmetric`), a chain folded onto ``(|θ_3|, |θ_4|)`` is a chain of the folded
+    posterior whether or not it crossed between modes; giving each of its draws independent
+    uniformly random signs makes it a chain of the posterior that visits the four modes with
+    weight ¼ each (what :func:`reference_posterior` does to its draws). Where two modes touch (a
+    θ_3 or θ_4 near 0) a chain also moves between them freely, so every chain is exchangeable with
+    every other and the chains' R-hat measures their mixing within the modes. Takes and returns a
+    :class:`~aalr_jax.chains.PosteriorSamples` (batched or not) with ``chains``, ``samples``,
+    ``rhat`` and ``ess`` replaced.
     """
     from aalr_jax.chains import _chain_statistics  # lazy: keeps task import light
 
     chains = jnp.asarray(posterior.chains)
     num_chains, draws, dim = chains.shape[-3:]
-    folded = chains.at[..., 2:4].set(jnp.abs(chains[..., 2:4]))
-    signs = jnp.asarray(SIGNS)[jnp.arange(num_chains) % 4]  # (C, 2)
-    moved = folded.at[..., 2:4].multiply(signs[:, None, :])
+    signs = jnp.where(jax.random.bernoulli(rng_key, 0.5, chains.shape[:-1] + (2,)), 1.0, -1.0)
+    signed = chains.at[..., 2:4].set(jnp.abs(chains[..., 2:4]) * signs)
     num_samples = posterior.samples.shape[-2]
-    samples = jnp.swapaxes(moved, -3, -2).reshape(*chains.shape[:-3], draws * num_chains, dim)
+    samples = jnp.swapaxes(signed, -3, -2).reshape(*chains.shape[:-3], draws * num_chains, dim)
     samples = samples[..., :num_samples, :]
     stats = _chain_statistics if chains.ndim == 3 else jax.vmap(_chain_statistics)
-    rhat, ess = stats(folded)
-    return posterior._replace(samples=samples, chains=moved, rhat=rhat, ess=ess)
+    rhat, ess = stats(signed)
+    return posterior._replace(samples=samples, chains=signed, rhat=rhat, ess=ess)
 
 
 def make() -> Task:
