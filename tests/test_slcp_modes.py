@@ -37,9 +37,10 @@ def test_random_signs_changes_only_the_signs_of_theta3_and_theta4():
     np.testing.assert_array_equal(out.chains[..., [0, 1, 4]], chains[..., [0, 1, 4]])
     np.testing.assert_array_equal(out.samples, np.swapaxes(np.asarray(out.chains), 0, 1).reshape(4800, 5)[:4790])
     signs = np.sign(np.asarray(out.chains[..., 2:4])).reshape(8, 600, 2)
-    for c in range(8):  # every chain visits the four modes, about 150 of its 600 draws each
-        counts = np.bincount(2 * (signs[c, :, 0] > 0) + (signs[c, :, 1] > 0), minlength=4)
-        assert counts.min() > 100, counts
+    for c in range(8):  # every chain visits the four modes, 150 of its 600 draws each, in random order
+        mode = 2 * (signs[c, :, 0] > 0) + (signs[c, :, 1] > 0)
+        np.testing.assert_array_equal(np.bincount(mode, minlength=4), 150)
+        assert np.mean(mode[1:] != mode[:-1]) > 0.6  # about 3/4 of consecutive draws change mode
     batched = slcp.random_signs(jax.random.PRNGKey(3), post._replace(
         samples=post.samples[None], chains=chains[None], rhat=post.rhat[None], ess=post.ess[None]))
     assert batched.chains.shape == (1, 8, 600, 5) and batched.rhat.shape == (1, 5)
@@ -47,7 +48,7 @@ def test_random_signs_changes_only_the_signs_of_theta3_and_theta4():
 
 def test_tilted_likelihood_made_symmetric_has_four_modes_with_equal_weights():
     """HMC on SignSymmetric(tilted) samples the exact posterior: with random signs its four modes
-    weigh ¼ each, every chain visits them (mode-aware R-hat near 1), and the folded moments match
+    weigh exactly ¼ each, every chain visits them (mode-aware R-hat near 1), and the folded moments match
     self-normalised importance sampling from the prior."""
     x = TASK.default_observation
     post = sample_posterior(jax.random.PRNGKey(2), slcp.SignSymmetric(ExactLikelihood(tilted, (8,))),
@@ -57,7 +58,7 @@ def test_tilted_likelihood_made_symmetric_has_four_modes_with_equal_weights():
     assert np.nanmax(report.mode_rhat) < 1.05
     s = np.asarray(post.samples)
     quadrant = 2 * (s[:, 2] > 0) + (s[:, 3] > 0)
-    np.testing.assert_allclose(np.bincount(quadrant, minlength=4) / len(s), 0.25, atol=0.03)  # binomial sd 0.007
+    np.testing.assert_array_equal(np.bincount(quadrant, minlength=4), len(s) // 4)  # 100 draws per chain
     theta = TASK.prior.sample(jax.random.PRNGKey(9), (1_000_000,))
     log_w = jax.vmap(slcp.log_likelihood, (0, None))(theta, x)
     w = np.exp(np.asarray(log_w - log_w.max()))

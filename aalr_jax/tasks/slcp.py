@@ -173,13 +173,16 @@ class SignSymmetric:
 
 
 def random_signs(rng_key, posterior):
-    """Draws of a sign-symmetric posterior with independent random signs of θ_3 and θ_4.
+    """Draws of a sign-symmetric posterior with random signs of θ_3 and θ_4.
 
     For a posterior invariant under ``θ_3 → −θ_3`` and ``θ_4 → −θ_4`` (the exact one, or that of
     :class:`SignSymmetric`), a chain folded onto ``(|θ_3|, |θ_4|)`` is a chain of the folded
-    posterior whether or not it crossed between modes; giving each of its draws independent
-    uniformly random signs makes it a chain of the posterior that visits the four modes with
-    weight ¼ each (what :func:`reference_posterior` does to its draws). Where two modes touch (a
+    posterior whether or not it crossed between modes; giving its draws random signs makes it a
+    chain of the posterior that visits the four modes (what :func:`reference_posterior` does to its
+    draws). The signs are stratified: each chain's ``S`` draws take each of the four sign patterns
+    ``⌊S/4⌋`` times (the ``S mod 4`` others from a random offset on), in a uniformly random order,
+    so every chain, and the samples when ``S`` is a multiple of 4 and all are kept, put exactly ¼
+    into each mode. Where two modes touch (a
     θ_3 or θ_4 near 0) a chain also moves between them freely, so every chain is exchangeable with
     every other and the chains' R-hat measures their mixing within the modes. Takes and returns a
     :class:`~aalr_jax.chains.PosteriorSamples` (batched or not) with ``chains``, ``samples``,
@@ -189,7 +192,12 @@ def random_signs(rng_key, posterior):
 
     chains = jnp.asarray(posterior.chains)
     num_chains, draws, dim = chains.shape[-3:]
-    signs = jnp.where(jax.random.bernoulli(rng_key, 0.5, chains.shape[:-1] + (2,)), 1.0, -1.0)
+    # each chain's draws take the four sign patterns equally often, in random order; the S mod 4
+    # draws left over take patterns from a random offset on
+    key_order, key_offset = jax.random.split(rng_key)
+    order = jnp.argsort(jax.random.uniform(key_order, chains.shape[:-1]), axis=-1)
+    offset = jax.random.randint(key_offset, chains.shape[:-2] + (1,), 0, 4)
+    signs = jnp.asarray(SIGNS)[(order + offset) % 4]
     signed = chains.at[..., 2:4].set(jnp.abs(chains[..., 2:4]) * signs)
     num_samples = posterior.samples.shape[-2]
     samples = jnp.swapaxes(signed, -3, -2).reshape(*chains.shape[:-3], draws * num_chains, dim)
