@@ -29,6 +29,16 @@ still draws of the posterior, and the MCMC only has to get the folded distributi
 ``(θ_1, θ_2, |θ_3|, |θ_4|, θ_5)`` right, which every chain targets in its own mode. Checked
 against self-normalised importance sampling from the prior in the tests.
 
+Learned ratios (:class:`SignSymmetric`, :func:`random_signs`). A classifier trained on simulations
+learns the symmetry only approximately: at 10⁵ simulations (the package's training defaults) its
+log-ratio at the four sign images of a parameter differs by 0.3–1.2 nats, so the learned modes
+weigh 0.20–0.31 instead of ¼, and its valleys at θ_3 = 0 and θ_4 = 0 are about 10 nats deep (the
+exact likelihood's are impassable), so a few HMC chains cross them, slowly, and the chains form one
+cluster with R-hat ≈ 1.65. :class:`SignSymmetric` averages the log-ratio over the four images,
+which makes the learned posterior exactly symmetric; :func:`random_signs` folds its chains and
+gives every draw random signs, as the reference does, so that every chain visits the four modes
+(benchmarks/README.md, "SLCP: finding the four modes").
+
 Default observation: the paper's ``θ* = (0.7, -2.9, -1.0, -0.9, 0.6)``, simulated once with
 ``simulator(PRNGKey(1), θ*)`` under jax 0.10.2 and stored as :data:`OBSERVATION`, so that it does
 not change with JAX's random-number generator. This is not one of sbibm's observations.
@@ -36,6 +46,8 @@ not change with JAX's random-number generator. This is not one of sbibm's observ
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import math
 
 import jax
@@ -46,7 +58,10 @@ from aalr_jax.priors import box_uniform
 from aalr_jax.tasks.base import Task
 from aalr_jax.types import ExactLikelihood
 
-__all__ = ["PRIOR", "log_likelihood", "make", "reference_posterior", "simulator"]
+SIGNS = np.array([[1, 1], [1, -1], [-1, 1], [-1, -1]], np.float32)  # the sign modes of (θ_3, θ_4)
+
+__all__ = ["PRIOR", "SIGNS", "SignSymmetric", "log_likelihood", "make", "random_signs", "reference_posterior",
+           "simulator"]
 
 NUM_POINTS = 4
 EPS = 1e-6
@@ -115,6 +130,81 @@ def reference_posterior(
                            num_chains=num_chains, num_warmup=num_warmup, thin=thin)  # fmt: skip
     signs = jnp.where(jax.random.bernoulli(key_sign, 0.5, (num_samples, 2)), 1.0, -1.0)
     return out.samples.at[:, 2:4].multiply(signs)
+
+
+@functools.partial(jax.tree_util.register_dataclass, data_fields=["estimator"], meta_fields=[])
+@dataclasses.dataclass(frozen=True)
+class SignSymmetric:
+    """A ratio estimator averaged over the sign flips of θ_3 and θ_4.
+
+    ``log r̃(x|θ) = ¼ Σ_s log r̂(x|sθ)`` over the four sign images ``sθ`` (:data:`SIGNS`). The true
+    ratio is invariant under these flips, so averaging removes the part of the estimator's error
+    that breaks the symmetry, and the posterior it gives is exactly symmetric: its four modes
+    weigh ¼ each. It has the ``embed``/``head`` interface of the estimator it wraps, so
+    ``sample_posterior`` and ``aalr_jax.posterior`` take it; ``standardization`` is the wrapped
+    estimator's (for the out-of-training check).
+    """
+
+    estimator: object
+
+    def embed(self, x):
+        return self.estimator.embed(x)
+
+    def head(self, theta, features):
+        theta = jnp.asarray(theta, jnp.float32)
+        signs = jnp.concatenate([jnp.ones((4, 2)), jnp.asarray(SIGNS), jnp.ones((4, 1))], axis=1)  # (4, 5)
+        images = theta[..., None, :] * signs  # (..., 4, 5)
+        return jnp.mean(self.estimator.head(images, jnp.asarray(features)[..., None, :]), axis=-1)
+
+    def log_ratio(self, theta, x):
+        return self.head(theta, self.embed(x))
+
+    @property
+    def x_shape(self) -> tuple:
+        return tuple(self.estimator.x_shape)
+
+    @property
+    def theta_dim(self) -> int:
+        return 5
+
+    @property
+    def standardization(self):
+        return getattr(self.estimator, "standardization", None)
+
+
+def random_signs(rng_key, posterior):
+    """Draws of a sign-symmetric posterior with random signs of θ_3 and θ_4.
+
+    For a posterior invariant under ``θ_3 → −θ_3`` and ``θ_4 → −θ_4`` (the exact one, or that of
+    :class:`SignSymmetric`), a chain folded onto ``(|θ_3|, |θ_4|)`` is a chain of the folded
+    posterior whether or not it crossed between modes; giving its draws random signs makes it a
+    chain of the posterior that visits the four modes (what :func:`reference_posterior` does to its
+    draws). The signs are stratified: each chain's ``S`` draws take each of the four sign patterns
+    ``⌊S/4⌋`` times (the ``S mod 4`` others from a random offset on), in a uniformly random order,
+    so every chain, and the samples when ``S`` is a multiple of 4 and all are kept, put exactly ¼
+    into each mode. Where two modes touch (a
+    θ_3 or θ_4 near 0) a chain also moves between them freely, so every chain is exchangeable with
+    every other and the chains' R-hat measures their mixing within the modes. Takes and returns a
+    :class:`~aalr_jax.chains.PosteriorSamples` (batched or not) with ``chains``, ``samples``,
+    ``rhat`` and ``ess`` replaced.
+    """
+    from aalr_jax.chains import _chain_statistics  # lazy: keeps task import light
+
+    chains = jnp.asarray(posterior.chains)
+    num_chains, draws, dim = chains.shape[-3:]
+    # each chain's draws take the four sign patterns equally often, in random order; the S mod 4
+    # draws left over take patterns from a random offset on
+    key_order, key_offset = jax.random.split(rng_key)
+    order = jnp.argsort(jax.random.uniform(key_order, chains.shape[:-1]), axis=-1)
+    offset = jax.random.randint(key_offset, chains.shape[:-2] + (1,), 0, 4)
+    signs = jnp.asarray(SIGNS)[(order + offset) % 4]
+    signed = chains.at[..., 2:4].set(jnp.abs(chains[..., 2:4]) * signs)
+    num_samples = posterior.samples.shape[-2]
+    samples = jnp.swapaxes(signed, -3, -2).reshape(*chains.shape[:-3], draws * num_chains, dim)
+    samples = samples[..., :num_samples, :]
+    stats = _chain_statistics if chains.ndim == 3 else jax.vmap(_chain_statistics)
+    rhat, ess = stats(signed)
+    return posterior._replace(samples=samples, chains=signed, rhat=rhat, ess=ess)
 
 
 def make() -> Task:
