@@ -19,6 +19,21 @@ output paths, found before any work), 1 for failures during the work. Outputs ar
 atomically (:mod:`aalr_jax.files`). An observation outside the estimator's training data
 (:mod:`aalr_jax.ood`) is warned about and recorded as ``outside_training`` in ``summary.json``.
 
+``simulate``, ``train`` and ``sample`` also run as one command in several processes (hosts):
+``--coordinator HOST:PORT``, ``--num-processes N`` and ``--process-id I`` (or the variables
+``AALR_JAX_COORDINATOR``, ``AALR_JAX_NUM_PROCESSES``, ``AALR_JAX_PROCESS_ID``) start
+``jax.distributed`` before any JAX work (:func:`aalr_jax.sharding.initialize_distributed`). Process
+``I`` of ``N`` takes the contiguous share ``[I·n/N, (I+1)·n/N)`` of the work
+(:func:`aalr_jax.sharding.process_rows`; ``n`` must be a multiple of ``N``): ``simulate`` draws its
+share of ``--num-simulations`` with its own key (the phase's key folded with ``I``) and writes
+``bank.process-I-of-N.npz``; ``train`` passes its rows of the bank (that part file when the
+``--bank`` folder holds it, else its rows of the whole bank) to ``fit`` and only process 0 writes
+``estimator.npz``; ``sample`` runs its share of ``--num-chains`` and ``--num-samples`` with its own
+key and writes ``samples``, ``corner`` and ``summary`` named ``NAME.process-I-of-N.EXT``: every
+part is a posterior sample of the same observation from independent chains, and together they hold
+the requested chains and draws. Nothing is gathered across processes. ``run`` and ``diagnose`` run
+in one process.
+
 JAX and the numerical modules are imported only when a command runs, so ``--help`` is immediate.
 """
 
@@ -51,6 +66,9 @@ SAMPLES_FILE, SUMMARY_FILE, CORNER_FILE = "samples.npz", "summary.json", "corner
 DIAGNOSTICS_FILE = "diagnostics.json"
 RESULT_FILES = (BANK_FILE, ESTIMATOR_FILE, SUMMARY_FILE, DIAGNOSTICS_FILE)  # files that name their task
 FILE_EXTENSIONS = (".npz", ".npy", ".json", ".png", ".pdf", ".csv")
+PROCESS_COMMANDS = ("simulate", "train", "sample")  # the commands that split their work over processes
+PROCESS_VARIABLES = {"coordinator": "AALR_JAX_COORDINATOR", "num_processes": "AALR_JAX_NUM_PROCESSES",
+                     "process_id": "AALR_JAX_PROCESS_ID"}  # read by aalr_jax.sharding.initialize_distributed
 
 
 class UsageError(ValueError):
@@ -194,6 +212,23 @@ def _add_common_options(parser) -> None:
     parser.add_argument("--debug", action="store_true", help="show the traceback of a failure")
 
 
+def _add_process_options(parser) -> None:
+    """``--coordinator``, ``--num-processes``, ``--process-id``: one command run in several processes."""
+    group = parser.add_argument_group(
+        "several processes (jax.distributed)",
+        "Run the same command once per process (host), each with its --process-id: simulate and sample "
+        "split the simulations or the chains, and every process writes its own part, "
+        "NAME.process-I-of-N.EXT; train gives each process its rows of the bank, and process 0 writes "
+        "the estimator. With neither these options nor the variables set, the command runs in one process.")
+    group.add_argument("--coordinator", metavar="HOST:PORT",
+                       help="address of process 0, which every process connects to "
+                            f"(default: ${PROCESS_VARIABLES['coordinator']})")
+    group.add_argument("--num-processes", type=_positive_int, default=None, metavar="N",
+                       help=f"number of processes (default: ${PROCESS_VARIABLES['num_processes']})")
+    group.add_argument("--process-id", type=_non_negative_int, default=None, metavar="I",
+                       help=f"this process's index in [0, N) (default: ${PROCESS_VARIABLES['process_id']})")
+
+
 def _add_input(parser, flag: str, *, written_by: str, task_help: str) -> None:
     """The saved input of a command (``--bank`` or ``--estimator``: the file or its folder) and ``--task``."""
     name = flag[2:]
@@ -227,6 +262,7 @@ def _add_simulate_parser(sub) -> None:
     _add_task(simulate_, default=DEFAULT_TASK, help="built-in task (default: %(default)s)")
     _add_simulation_options(simulate_)
     _add_cluster_options(simulate_)
+    _add_process_options(simulate_)
     _finish(simulate_, _plan_simulate, default=DEFAULT_OUTPUT, writes="bank.npz (or the --store)")
 
 
@@ -248,6 +284,7 @@ def _add_step_parsers(sub) -> None:
         step = sub.add_parser(name, help=help_, description=description)
         _add_input(step, flag, written_by=written_by, task_help=task_help)
         add_options(step)
+        _add_process_options(step)
         _finish(step, handler, default=DEFAULT_OUTPUT, writes=writes)
 
 
@@ -312,6 +349,44 @@ def _key(args, phase: str):
 
     phases = ("simulate", "train", "sample", "diagnose")
     return jax.random.fold_in(jax.random.PRNGKey(args.seed), phases.index(phase))
+
+
+def _processes(args) -> tuple:
+    """``(index, count)`` of this process (``(0, 1)`` unless several processes were started)."""
+    return getattr(args, "process", (0, 1))
+
+
+def _process_key(args, phase: str):
+    """The phase's key, folded with this process's index when there are several processes."""
+    import jax
+
+    index, count = _processes(args)
+    key = _key(args, phase)
+    return key if count == 1 else jax.random.fold_in(key, index)
+
+
+def _part(name: str, args) -> str:
+    """The file ``name`` this process writes: ``name`` itself in one process, else
+    ``stem.process-I-of-N.ext`` for process ``I`` of ``N``."""
+    index, count = _processes(args)
+    if count == 1:
+        return name
+    stem, ext = os.path.splitext(name)
+    return f"{stem}.process-{index}-of-{count}{ext}"
+
+
+def _process_share(what: str, n: int, args) -> slice:
+    """This process's contiguous rows of ``n`` (:func:`aalr_jax.sharding.process_rows`); ``what``
+    names ``n`` in the error when it does not split evenly over the processes."""
+    index, count = _processes(args)
+    if count == 1:
+        return slice(0, n)
+    if n % count:
+        raise UsageError(f"{what} {n}: expected a multiple of the number of processes ({count}), so that "
+                         "each process takes an equal share")
+    from aalr_jax.sharding import process_rows
+
+    return process_rows(n, index, count)
 
 
 def _say(args, message: str) -> None:
@@ -687,11 +762,11 @@ def _write_samples(args, task, post, plan: dict, outside: bool, reference, timin
         arrays = dict(samples=post.samples, chains=post.chains, acceptance_rate=post.acceptance_rate,
                       rhat=post.rhat, ess=post.ess, x_obs=plan["x_obs"], num_divergent=post.num_divergent,
                       step_size=post.step_size, outside_training=np.asarray(outside))
-        atomic_write(os.path.join(args.output, SAMPLES_FILE), lambda f: np.savez(f, **arrays))
+        atomic_write(os.path.join(args.output, _part(SAMPLES_FILE, args)), lambda f: np.savez(f, **arrays))
         title = f"{task.name}: {plan['sampler']['method']}, {len(post.samples)} samples"
         fig = plotting.corner(post.samples, labels=list(task.parameter_labels),
                               truth=task.true_theta if plan["is_default"] else None, reference=reference, title=title)
-        plotting.save_figure(fig, os.path.join(args.output, CORNER_FILE))
+        plotting.save_figure(fig, os.path.join(args.output, _part(CORNER_FILE, args)))
 
 
 def _health_record(args, post, labels: list, outside: bool):
@@ -752,14 +827,14 @@ def _sample_and_write(args, task, estimator, plan: dict, timings, extra: dict, s
     import jax
 
     outside = _outside_training(estimator, plan["x_obs"], plan["iid"])
-    key_sample, key_reference = jax.random.split(_key(args, "sample"))
+    key_sample, key_reference = jax.random.split(_process_key(args, "sample"))
     post = _run_sampler(args, task, estimator, plan, key_sample, timings)
     reference = _reference_samples(args, task, plan, key_reference, timings)
     _write_samples(args, task, post, plan, outside, reference, timings)
     timings["total"] = time.perf_counter() - start
     health = _health_record(args, post, list(task.parameter_labels), outside)
     summary = _summary(args, task, post, plan, extra, outside, health, reference, timings)
-    _write_json(os.path.join(args.output, SUMMARY_FILE), summary)
+    _write_json(os.path.join(args.output, _part(SUMMARY_FILE, args)), summary)
     return summary
 
 
@@ -773,12 +848,15 @@ def _print_result(summary: dict, output: str) -> None:
 
 
 def _simulate(args, task, timings):
+    """The bank of ``--num-simulations`` (this process's share of them, with its own key)."""
     import jax
 
     from aalr_jax.data import simulate
 
-    with _phase(args, timings, "simulate", f"simulating {args.num_simulations} {task.name} simulations"):
-        bank = simulate(_key(args, "simulate"), task, args.num_simulations, progress=not args.quiet)
+    rows = _process_share("--num-simulations", args.num_simulations, args)
+    n = rows.stop - rows.start
+    with _phase(args, timings, "simulate", f"simulating {n} {task.name} simulations"):
+        bank = simulate(_process_key(args, "simulate"), task, n, progress=not args.quiet)
         jax.block_until_ready(bank)
     return bank
 
@@ -816,15 +894,22 @@ def _plan_simulate(args):
 
     task = tasks.get(args.task)
     if args.store or args.scheduler or args.workers or args.chunk_size:
+        if _processes(args)[1] > 1:
+            raise UsageError("--store, --scheduler, --workers and --chunk-size simulate on Dask, which spreads "
+                             "the simulations over its own workers: run that command in one process")
         return _plan_simulate_on_cluster(args, task)
-    folder = _prepare_output(args, task.name, (BANK_FILE,))
+    rows = _process_share("--num-simulations", args.num_simulations, args)
+    folder = _prepare_output(args, task.name, (_part(BANK_FILE, args),))
 
     def work() -> int:
         from aalr_jax.data import describe_prior, save_bank
 
         bank = _simulate(args, task, {})
-        path = os.path.join(folder, BANK_FILE)
+        path = os.path.join(folder, _part(BANK_FILE, args))
         metadata = {"task": task.name, "prior": describe_prior(task.prior), "seed": args.seed}
+        if _processes(args)[1] > 1:
+            metadata["process"] = {"index": _processes(args)[0], "count": _processes(args)[1],
+                                   "rows": [rows.start, rows.stop], "num_simulations": args.num_simulations}
         save_bank(path, bank, metadata=metadata)
         print(f"{PROG}: wrote {bank.num_simulations} {task.name} simulations to {os.path.abspath(path)}")
         return 0
@@ -832,26 +917,60 @@ def _plan_simulate(args):
     return work
 
 
-def _plan_train(args):
-    from aalr_jax import tasks
+def _bank_input(args) -> tuple:
+    """``(path, bank, recorded task)`` of ``--bank``: a Zarr store, a bank file, or a folder that holds
+    bank.npz or, in several processes, this process's part bank.process-I-of-N.npz."""
     from aalr_jax.data import load_bank, load_bank_metadata
 
-    path, bank, recorded = _stored_bank(args.bank) if _is_store(args.bank) else (None, None, None)
-    if bank is None:
-        path = _input_file(args.bank, BANK_FILE, "bank")
-        recorded = load_bank_metadata(path).get("task")
-        bank = load_bank(path)
+    if _is_store(args.bank):
+        return _stored_bank(args.bank)
+    part = os.path.join(args.bank, _part(BANK_FILE, args))
+    path = part if _processes(args)[1] > 1 and os.path.isfile(part) else _input_file(args.bank, BANK_FILE, "bank")
+    return path, load_bank(path), load_bank_metadata(path).get("task")
+
+
+def _local_bank(args, path: str, bank) -> tuple:
+    """``(this process's rows, the number of simulations over all processes)``.
+
+    One process: the whole bank. Several: a part file written by ``simulate`` in several processes
+    is this process's rows already; a whole bank (file or store) gives its
+    :func:`~aalr_jax.sharding.process_rows`.
+    """
+    from aalr_jax.types import SimulationBank
+
+    index, count = _processes(args)
+    if count == 1:
+        return bank, bank.num_simulations
+    if os.path.basename(path) == _part(BANK_FILE, args):
+        return bank, bank.num_simulations * count
+    if not isinstance(bank, SimulationBank):  # a store: its valid rows, in memory
+        bank = bank.to_memory()
+    rows = _process_share(f"--bank {path} holds", bank.num_simulations, args)
+    return SimulationBank(bank.theta[rows], bank.x[rows]), bank.num_simulations
+
+
+def _plan_train(args):
+    from aalr_jax import tasks
+
+    path, bank, recorded = _bank_input(args)
     if args.task is not None and recorded is not None and recorded != args.task:
         raise UsageError(f"bank {path} was simulated from task {recorded!r}, not {args.task!r}")
     task = tasks.get(args.task) if args.task is not None else _task(recorded, f"bank {path}")
     _check_compatible(task, bank.theta.shape[1], bank.x.shape[1:], f"bank {path}")
-    _check_training(args, bank.num_simulations, bank.x.shape[1:])
+    bank, num_simulations = _local_bank(args, path, bank)
+    _check_training(args, num_simulations, bank.x.shape[1:])
     folder = _prepare_output(args, task.name, (ESTIMATOR_FILE,))
 
     def work() -> int:
         from aalr_jax import io
 
         estimator, metadata = _train(args, bank, task, {})
+        index, count = _processes(args)
+        if index != 0:  # process 0 writes the estimator
+            print(f"{PROG}: process {index} of {count} trained on its {bank.num_simulations} rows; process 0 "
+                  "writes the estimator")
+            return 0
+        metadata["num_simulations"] = num_simulations
         out = os.path.join(folder, ESTIMATOR_FILE)
         io.save_estimator(out, estimator, metadata=metadata)
         t = metadata["training"]
@@ -868,15 +987,30 @@ def _plan_train(args):
     return work
 
 
+def _chain_share(args):
+    """``args`` with this process's share of ``--num-chains`` and ``--num-samples`` (the same in one process)."""
+    index, count = _processes(args)
+    if count == 1:
+        return args
+    chains = _process_share("--num-chains", args.num_chains, args)
+    samples = _process_share("--num-samples", args.num_samples, args)
+    return argparse.Namespace(**{**vars(args), "num_chains": chains.stop - chains.start,
+                                 "num_samples": samples.stop - samples.start})
+
+
 def _plan_sample(args):
     path, estimator, task, metadata = _estimator_and_task(args)
     plan = _sampling_plan(args, task, estimator.x_shape)
-    folder = _prepare_output(args, task.name, (SAMPLES_FILE, CORNER_FILE, SUMMARY_FILE))
+    args = _chain_share(args)
+    folder = _prepare_output(args, task.name, tuple(_part(name, args) for name in (SAMPLES_FILE, CORNER_FILE,
+                                                                                  SUMMARY_FILE)))
 
     def work() -> int:
         start, timings = time.perf_counter(), {}
         extra = {"budget": metadata.get("num_simulations"), "training": metadata.get("training"),
                  "estimator": os.path.abspath(path)}
+        if _processes(args)[1] > 1:
+            extra["process"] = {"index": _processes(args)[0], "count": _processes(args)[1]}
         summary = _sample_and_write(args, task, estimator, plan, timings, extra, start)
         _print_result(summary, folder)
         return 0
@@ -1159,6 +1293,57 @@ def _plan_simulate_on_cluster(args, task):
     return work
 
 
+# ----------------------------------------------------------------------------- several processes
+
+
+def _process_settings(args, environ) -> dict | None:
+    """:func:`~aalr_jax.sharding.initialize_distributed`'s arguments from the flags, else from the
+    ``AALR_JAX_*`` variables in ``environ``, checked; ``None`` when neither sets any."""
+    values, sources = {}, {}
+    for name, variable in PROCESS_VARIABLES.items():
+        flag = getattr(args, name, None)
+        values[name], sources[name] = (flag, "--" + name.replace("_", "-")) if flag is not None else \
+            (environ.get(variable) or None, variable)
+    if all(value is None for value in values.values()):
+        return None
+    for name in ("num_processes", "process_id"):
+        if isinstance(values[name], str):
+            try:
+                values[name] = int(values[name])
+            except ValueError:
+                raise UsageError(f"{sources[name]}: expected an integer, got {values[name]!r}") from None
+    n, i = values["num_processes"], values["process_id"]
+    if n is not None and n < 1:
+        raise UsageError(f"{sources['num_processes']}: expected a positive number of processes, got {n}")
+    if i is not None and not (0 <= i < (n if n is not None else i + 1)):
+        bound = f"[0, {n}) ({sources['num_processes']} {n})" if n is not None else "[0, N)"
+        raise UsageError(f"{sources['process_id']}: expected a process index in {bound}, got {i}")
+    return {"coordinator_address": values["coordinator"], "num_processes": n, "process_id": i}
+
+
+def _start_processes(args) -> None:
+    """Start ``jax.distributed`` before any JAX work when several processes are asked for; sets
+    ``args.process`` to ``(index, count)`` (``(0, 1)``: one process, nothing started)."""
+    args.process = (0, 1)
+    settings = _process_settings(args, os.environ)
+    if settings is None or settings["num_processes"] == 1:
+        return
+    if args.command not in PROCESS_COMMANDS:
+        raise UsageError(f"'{args.command}' runs in one process, but {', '.join(PROCESS_VARIABLES.values())} ask "
+                         "for several: unset them, or run simulate, train and sample in several processes")
+    import jax
+
+    from aalr_jax.sharding import initialize_distributed
+
+    try:
+        initialize_distributed(**settings)
+    except RuntimeError as err:  # the coordinator cannot be reached, or JAX already started
+        raise ConnectionError(f"cannot start jax.distributed with coordinator {settings['coordinator_address']}, "
+                              f"{settings['num_processes']} processes, process id {settings['process_id']}: "
+                              f"{_message(err)}") from None
+    args.process = (jax.process_index(), jax.process_count())
+
+
 # ----------------------------------------------------------------------------- entry point
 
 _EXPECTED = (UsageError, ValueError, TypeError, OSError, KeyError)
@@ -1206,6 +1391,7 @@ def main(argv=None) -> int:
         parser.print_help()
         return 0
     try:
+        _start_processes(args)
         work = args.handler(args)
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
