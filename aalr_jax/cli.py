@@ -19,6 +19,21 @@ output paths, found before any work), 1 for failures during the work. Outputs ar
 atomically (:mod:`aalr_jax.files`). An observation outside the estimator's training data
 (:mod:`aalr_jax.ood`) is warned about and recorded as ``outside_training`` in ``summary.json``.
 
+``simulate``, ``train`` and ``sample`` also run as one command in several processes (hosts):
+``--coordinator HOST:PORT``, ``--num-processes N`` and ``--process-id I`` (or the variables
+``AALR_JAX_COORDINATOR``, ``AALR_JAX_NUM_PROCESSES``, ``AALR_JAX_PROCESS_ID``) start
+``jax.distributed`` before any JAX work (:func:`aalr_jax.sharding.initialize_distributed`). Process
+``I`` of ``N`` takes the contiguous share ``[I·n/N, (I+1)·n/N)`` of the work
+(:func:`aalr_jax.sharding.process_rows`; ``n`` must be a multiple of ``N``): ``simulate`` draws its
+share of ``--num-simulations`` with its own key (the phase's key folded with ``I``) and writes
+``bank.process-I-of-N.npz``; ``train`` passes its rows of the bank (that part file when the
+``--bank`` folder holds it, else its rows of the whole bank) to ``fit`` and only process 0 writes
+``estimator.npz``; ``sample`` runs its share of ``--num-chains`` and ``--num-samples`` with its own
+key and writes ``samples``, ``corner`` and ``summary`` named ``NAME.process-I-of-N.EXT``: every
+part is a posterior sample of the same observation from independent chains, and together they hold
+the requested chains and draws. Nothing is gathered across processes. ``run`` and ``diagnose`` run
+in one process.
+
 JAX and the numerical modules are imported only when a command runs, so ``--help`` is immediate.
 """
 
@@ -51,6 +66,9 @@ SAMPLES_FILE, SUMMARY_FILE, CORNER_FILE = "samples.npz", "summary.json", "corner
 DIAGNOSTICS_FILE = "diagnostics.json"
 RESULT_FILES = (BANK_FILE, ESTIMATOR_FILE, SUMMARY_FILE, DIAGNOSTICS_FILE)  # files that name their task
 FILE_EXTENSIONS = (".npz", ".npy", ".json", ".png", ".pdf", ".csv")
+PROCESS_COMMANDS = ("simulate", "train", "sample")  # the commands that split their work over processes
+PROCESS_VARIABLES = {"coordinator": "AALR_JAX_COORDINATOR", "num_processes": "AALR_JAX_NUM_PROCESSES",
+                     "process_id": "AALR_JAX_PROCESS_ID"}  # read by aalr_jax.sharding.initialize_distributed
 
 
 class UsageError(ValueError):
@@ -194,6 +212,23 @@ def _add_common_options(parser) -> None:
     parser.add_argument("--debug", action="store_true", help="show the traceback of a failure")
 
 
+def _add_process_options(parser) -> None:
+    """``--coordinator``, ``--num-processes``, ``--process-id``: one command run in several processes."""
+    group = parser.add_argument_group(
+        "several processes (jax.distributed)",
+        "Run the same command once per process (host), each with its --process-id: simulate and sample "
+        "split the simulations or the chains, and every process writes its own part, "
+        "NAME.process-I-of-N.EXT; train gives each process its rows of the bank, and process 0 writes "
+        "the estimator. With neither these options nor the variables set, the command runs in one process.")
+    group.add_argument("--coordinator", metavar="HOST:PORT",
+                       help="address of process 0, which every process connects to "
+                            f"(default: ${PROCESS_VARIABLES['coordinator']})")
+    group.add_argument("--num-processes", type=_positive_int, default=None, metavar="N",
+                       help=f"number of processes (default: ${PROCESS_VARIABLES['num_processes']})")
+    group.add_argument("--process-id", type=_non_negative_int, default=None, metavar="I",
+                       help=f"this process's index in [0, N) (default: ${PROCESS_VARIABLES['process_id']})")
+
+
 def _add_input(parser, flag: str, *, written_by: str, task_help: str) -> None:
     """The saved input of a command (``--bank`` or ``--estimator``: the file or its folder) and ``--task``."""
     name = flag[2:]
@@ -209,17 +244,7 @@ def _finish(parser, handler, *, default: str, writes: str) -> None:
     parser.set_defaults(handler=handler)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    import aalr_jax
-
-    parser = argparse.ArgumentParser(
-        prog=PROG,
-        description="Amortized approximate likelihood ratio (AALR) inference in JAX. "
-                    "Options without a command mean 'run'.",
-    )
-    parser.add_argument("--version", action="version", version=f"%(prog)s {aalr_jax.__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="{run,simulate,train,sample,diagnose}")
-
+def _add_run_parser(sub) -> None:
     run = sub.add_parser("run", help="simulate, train and sample in one go",
                          description="Simulate a bank, train a ratio estimator and sample the posterior of an "
                                      "observation; writes estimator.npz, samples.npz, corner.png and summary.json.")
@@ -229,15 +254,21 @@ def build_parser() -> argparse.ArgumentParser:
     _add_sampling_options(run)
     _finish(run, _plan_run, default=DEFAULT_OUTPUT, writes="estimator.npz, samples.npz, corner.png, summary.json")
 
+
+def _add_simulate_parser(sub) -> None:
     simulate_ = sub.add_parser("simulate", help="draw a simulation bank and save it (FOLDER/bank.npz)",
                                description="Draw θ from the task's prior and x from its simulator; save the "
                                            "bank, with its task and prior, as FOLDER/bank.npz.")
     _add_task(simulate_, default=DEFAULT_TASK, help="built-in task (default: %(default)s)")
     _add_simulation_options(simulate_)
     _add_cluster_options(simulate_)
+    _add_process_options(simulate_)
     _finish(simulate_, _plan_simulate, default=DEFAULT_OUTPUT, writes="bank.npz (or the --store)")
 
-    steps = (  # the commands that read one saved input and write one step's outputs
+
+def _add_step_parsers(sub) -> None:
+    """'train' and 'sample': the commands that read one saved input and write one step's outputs."""
+    steps = (
         ("train", "train a ratio estimator on a saved bank (FOLDER/estimator.npz)",
          "Train a ratio estimator on a bank written by 'simulate' and save it, with its task, as "
          "FOLDER/estimator.npz.", "--bank", "'simulate'",
@@ -253,8 +284,11 @@ def build_parser() -> argparse.ArgumentParser:
         step = sub.add_parser(name, help=help_, description=description)
         _add_input(step, flag, written_by=written_by, task_help=task_help)
         add_options(step)
+        _add_process_options(step)
         _finish(step, handler, default=DEFAULT_OUTPUT, writes=writes)
 
+
+def _add_diagnose_parser(sub) -> None:
     diagnose = sub.add_parser(
         "diagnose", help="judge a saved estimator: coverage, SBC, ROC, normalisation, MCMC health",
         description="Expected HPD coverage and SBC over (θ*, x) pairs from the task's joint (one batched "
@@ -286,6 +320,23 @@ def build_parser() -> argparse.ArgumentParser:
                        help="full-batch Adam steps of the ROC classifier, an MLP 64x64 (default: %(default)s)")
     _finish(diagnose, _plan_diagnose, default=DEFAULT_DIAGNOSE_OUTPUT,
             writes="coverage.png, sbc.png, roc.png, traces.png, diagnostics.json")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``aalr-jax`` parser: one subcommand per step; each command's handler plans its work."""
+    import aalr_jax
+
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Amortized approximate likelihood ratio (AALR) inference in JAX. "
+                    "Options without a command mean 'run'.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {aalr_jax.__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="{run,simulate,train,sample,diagnose}")
+    _add_run_parser(sub)
+    _add_simulate_parser(sub)
+    _add_step_parsers(sub)
+    _add_diagnose_parser(sub)
     return parser
 
 
@@ -298,6 +349,44 @@ def _key(args, phase: str):
 
     phases = ("simulate", "train", "sample", "diagnose")
     return jax.random.fold_in(jax.random.PRNGKey(args.seed), phases.index(phase))
+
+
+def _processes(args) -> tuple:
+    """``(index, count)`` of this process (``(0, 1)`` unless several processes were started)."""
+    return getattr(args, "process", (0, 1))
+
+
+def _process_key(args, phase: str):
+    """The phase's key, folded with this process's index when there are several processes."""
+    import jax
+
+    index, count = _processes(args)
+    key = _key(args, phase)
+    return key if count == 1 else jax.random.fold_in(key, index)
+
+
+def _part(name: str, args) -> str:
+    """The file ``name`` this process writes: ``name`` itself in one process, else
+    ``stem.process-I-of-N.ext`` for process ``I`` of ``N``."""
+    index, count = _processes(args)
+    if count == 1:
+        return name
+    stem, ext = os.path.splitext(name)
+    return f"{stem}.process-{index}-of-{count}{ext}"
+
+
+def _process_share(what: str, n: int, args) -> slice:
+    """This process's contiguous rows of ``n`` (:func:`aalr_jax.sharding.process_rows`); ``what``
+    names ``n`` in the error when it does not split evenly over the processes."""
+    index, count = _processes(args)
+    if count == 1:
+        return slice(0, n)
+    if n % count:
+        raise UsageError(f"{what} {n}: expected a multiple of the number of processes ({count}), so that "
+                         "each process takes an equal share")
+    from aalr_jax.sharding import process_rows
+
+    return process_rows(n, index, count)
 
 
 def _say(args, message: str) -> None:
@@ -620,74 +709,104 @@ def _outside_training(estimator, x_obs, iid: bool) -> bool:
     return outside
 
 
-def _sample_and_write(args, task, estimator, plan: dict, timings, extra: dict, start: float) -> dict:
-    """Sample the posterior of the observation; write samples.npz, corner.png and summary.json."""
+def _run_sampler(args, task, estimator, plan: dict, key, timings):
+    """The posterior draws of ``plan``'s observation, as NumPy arrays; refuses non-finite draws."""
     import jax
     import numpy as np
 
-    import aalr_jax
-    from aalr_jax import diagnostics, ood, plotting
-    from aalr_jax.files import atomic_write
+    from aalr_jax import ood
     from aalr_jax.sampling import sample_posterior
 
-    x_obs, iid, sampler = plan["x_obs"], plan["iid"], plan["sampler"]
-    method = sampler["method"]
-    outside = _outside_training(estimator, x_obs, iid)
-    key_sample, key_reference = jax.random.split(_key(args, "sample"))
-    message = f"sampling {args.num_samples} draws with {method} ({args.num_chains} chains)"
+    sampler = plan["sampler"]
+    message = f"sampling {args.num_samples} draws with {sampler['method']} ({args.num_chains} chains)"
     with _phase(args, timings, "sample", message), warnings.catch_warnings():
-        warnings.simplefilter("ignore", ood.OutOfDistributionWarning)  # reported above, once
-        post = sample_posterior(key_sample, estimator, task.prior, x_obs, method=method,
+        warnings.simplefilter("ignore", ood.OutOfDistributionWarning)  # reported before, once
+        post = sample_posterior(key, estimator, task.prior, plan["x_obs"], method=sampler["method"],
                                 num_samples=args.num_samples, num_chains=args.num_chains,
-                                num_warmup=args.num_warmup, thin=sampler["thin"], iid=iid,
+                                num_warmup=args.num_warmup, thin=sampler["thin"], iid=plan["iid"],
                                 independence_prob=sampler["independence_prob"])
         post = jax.tree.map(np.asarray, post)
     if not np.isfinite(post.samples).all():
         raise ValueError("the sampler returned non-finite draws; the estimator's log-ratio is not finite on the "
                          "prior's support (retrain it)")
+    return post
 
-    reference = None
-    if task.reference_posterior is not None and (not iid or x_obs.shape[0] == 1):
-        with _phase(args, timings, "reference", "drawing reference posterior samples"):
-            try:
-                x_ref = x_obs[0] if iid else x_obs
-                reference = np.asarray(task.reference_posterior(key_reference, x_ref, args.num_samples))
-            except Exception as err:  # a reference is a bonus: never fail the run for it
-                _say(args, f"warning: no reference posterior ({type(err).__name__}: {err})")
 
-    folder = args.output
+def _reference_samples(args, task, plan: dict, key, timings):
+    """``(num_samples, d)`` draws of the task's exact posterior at the observation, or ``None``.
+
+    ``None`` when the task has no reference posterior, for an i.i.d. set of more than one
+    observation, or when drawing fails (said on stderr: a reference is a bonus).
+    """
+    import numpy as np
+
+    x_obs, iid = plan["x_obs"], plan["iid"]
+    if task.reference_posterior is None or (iid and x_obs.shape[0] != 1):
+        return None
+    with _phase(args, timings, "reference", "drawing reference posterior samples"):
+        try:
+            return np.asarray(task.reference_posterior(key, x_obs[0] if iid else x_obs, args.num_samples))
+        except Exception as err:  # a reference is a bonus: never fail the run for it
+            _say(args, f"warning: no reference posterior ({type(err).__name__}: {err})")
+    return None
+
+
+def _write_samples(args, task, post, plan: dict, outside: bool, reference, timings) -> None:
+    """samples.npz (draws, chains and their statistics) and corner.png into ``--output``."""
+    import numpy as np
+
+    from aalr_jax import plotting
+    from aalr_jax.files import atomic_write
+
     with _phase(args, timings, "write", "writing outputs"):
         arrays = dict(samples=post.samples, chains=post.chains, acceptance_rate=post.acceptance_rate,
-                      rhat=post.rhat, ess=post.ess, x_obs=x_obs, num_divergent=post.num_divergent,
+                      rhat=post.rhat, ess=post.ess, x_obs=plan["x_obs"], num_divergent=post.num_divergent,
                       step_size=post.step_size, outside_training=np.asarray(outside))
-        atomic_write(os.path.join(folder, SAMPLES_FILE), lambda f: np.savez(f, **arrays))
-        labels = list(task.parameter_labels)
-        fig = plotting.corner(post.samples, labels=labels, truth=task.true_theta if plan["is_default"] else None,
-                              reference=reference, title=f"{task.name}: {method}, {len(post.samples)} samples")
-        plotting.save_figure(fig, os.path.join(folder, CORNER_FILE))
-    timings["total"] = time.perf_counter() - start
+        atomic_write(os.path.join(args.output, _part(SAMPLES_FILE, args)), lambda f: np.savez(f, **arrays))
+        title = f"{task.name}: {plan['sampler']['method']}, {len(post.samples)} samples"
+        fig = plotting.corner(post.samples, labels=list(task.parameter_labels),
+                              truth=task.true_theta if plan["is_default"] else None, reference=reference, title=title)
+        plotting.save_figure(fig, os.path.join(args.output, _part(CORNER_FILE, args)))
 
-    # mode-aware health: chains of HMC, NUTS and the plain random walk do not jump between separated
-    # modes (RWMH's independence moves do, yet slowly), so across-chain R-hat alone misleads
+
+def _health_record(args, post, labels: list, outside: bool):
+    """The mode-aware MCMC health record of the run (``None`` below the draws it needs); warns.
+
+    Chains of HMC, NUTS and the plain random walk do not jump between separated modes (RWMH's
+    independence moves do, yet slowly), so across-chain R-hat alone misleads.
+    """
+    import numpy as np
+
+    from aalr_jax import diagnostics
+
     draws = post.chains.shape[-2]
-    health = None
-    if draws >= diagnostics.mcmc.MIN_DRAWS:
-        report = diagnostics.mcmc_report(post, labels=labels, outside_training=np.asarray(outside))
-        health = _report_record(report)
-        for problem in report.warnings:
-            if problem != diagnostics.mcmc.OUTSIDE_TRAINING_WARNING:  # already said once
-                _say(args, f"warning: {problem}")
-    else:
+    if draws < diagnostics.mcmc.MIN_DRAWS:
         _say(args, f"warning: {draws} draw(s) per chain: no MCMC health report (it needs at least "
                    f"{diagnostics.mcmc.MIN_DRAWS}; use fewer chains or more samples)")
+        return None
+    report = diagnostics.mcmc_report(post, labels=labels, outside_training=np.asarray(outside))
+    for problem in report.warnings:
+        if problem != diagnostics.mcmc.OUTSIDE_TRAINING_WARNING:  # already said once
+            _say(args, f"warning: {problem}")
+    return _report_record(report)
+
+
+def _summary(args, task, post, plan: dict, extra: dict, outside: bool, health, reference, timings) -> dict:
+    """summary.json's record: settings, timings, posterior mean and std per parameter, health, versions."""
+    import jax
+
+    import aalr_jax
+
+    labels = list(task.parameter_labels)
     mean, std = post.samples.mean(0), post.samples.std(0)
-    summary = {
+    sampler = plan["sampler"]
+    return {
         "task": task.name,
         **extra,
-        "method": method,
+        "method": sampler["method"],
         "seed": args.seed,
         "observation": args.observation or "default",
-        "iid": iid,
+        "iid": plan["iid"],
         "outside_training": outside,
         "sampler": {"num_samples": args.num_samples, "num_chains": args.num_chains,
                     "num_warmup": args.num_warmup, "thin": sampler["thin"],
@@ -701,7 +820,21 @@ def _sample_and_write(args, task, estimator, plan: dict, timings, extra: dict, s
         "versions": {"aalr_jax": aalr_jax.__version__, "jax": jax.__version__},
         "device": jax.devices()[0].platform,
     }
-    _write_json(os.path.join(folder, SUMMARY_FILE), summary)
+
+
+def _sample_and_write(args, task, estimator, plan: dict, timings, extra: dict, start: float) -> dict:
+    """Sample the posterior of the observation; write samples.npz, corner.png and summary.json."""
+    import jax
+
+    outside = _outside_training(estimator, plan["x_obs"], plan["iid"])
+    key_sample, key_reference = jax.random.split(_process_key(args, "sample"))
+    post = _run_sampler(args, task, estimator, plan, key_sample, timings)
+    reference = _reference_samples(args, task, plan, key_reference, timings)
+    _write_samples(args, task, post, plan, outside, reference, timings)
+    timings["total"] = time.perf_counter() - start
+    health = _health_record(args, post, list(task.parameter_labels), outside)
+    summary = _summary(args, task, post, plan, extra, outside, health, reference, timings)
+    _write_json(os.path.join(args.output, _part(SUMMARY_FILE, args)), summary)
     return summary
 
 
@@ -715,12 +848,15 @@ def _print_result(summary: dict, output: str) -> None:
 
 
 def _simulate(args, task, timings):
+    """The bank of ``--num-simulations`` (this process's share of them, with its own key)."""
     import jax
 
     from aalr_jax.data import simulate
 
-    with _phase(args, timings, "simulate", f"simulating {args.num_simulations} {task.name} simulations"):
-        bank = simulate(_key(args, "simulate"), task, args.num_simulations, progress=not args.quiet)
+    rows = _process_share("--num-simulations", args.num_simulations, args)
+    n = rows.stop - rows.start
+    with _phase(args, timings, "simulate", f"simulating {n} {task.name} simulations"):
+        bank = simulate(_process_key(args, "simulate"), task, n, progress=not args.quiet)
         jax.block_until_ready(bank)
     return bank
 
@@ -758,15 +894,22 @@ def _plan_simulate(args):
 
     task = tasks.get(args.task)
     if args.store or args.scheduler or args.workers or args.chunk_size:
+        if _processes(args)[1] > 1:
+            raise UsageError("--store, --scheduler, --workers and --chunk-size simulate on Dask, which spreads "
+                             "the simulations over its own workers: run that command in one process")
         return _plan_simulate_on_cluster(args, task)
-    folder = _prepare_output(args, task.name, (BANK_FILE,))
+    rows = _process_share("--num-simulations", args.num_simulations, args)
+    folder = _prepare_output(args, task.name, (_part(BANK_FILE, args),))
 
     def work() -> int:
         from aalr_jax.data import describe_prior, save_bank
 
         bank = _simulate(args, task, {})
-        path = os.path.join(folder, BANK_FILE)
+        path = os.path.join(folder, _part(BANK_FILE, args))
         metadata = {"task": task.name, "prior": describe_prior(task.prior), "seed": args.seed}
+        if _processes(args)[1] > 1:
+            metadata["process"] = {"index": _processes(args)[0], "count": _processes(args)[1],
+                                   "rows": [rows.start, rows.stop], "num_simulations": args.num_simulations}
         save_bank(path, bank, metadata=metadata)
         print(f"{PROG}: wrote {bank.num_simulations} {task.name} simulations to {os.path.abspath(path)}")
         return 0
@@ -774,26 +917,60 @@ def _plan_simulate(args):
     return work
 
 
-def _plan_train(args):
-    from aalr_jax import tasks
+def _bank_input(args) -> tuple:
+    """``(path, bank, recorded task)`` of ``--bank``: a Zarr store, a bank file, or a folder that holds
+    bank.npz or, in several processes, this process's part bank.process-I-of-N.npz."""
     from aalr_jax.data import load_bank, load_bank_metadata
 
-    path, bank, recorded = _stored_bank(args.bank) if _is_store(args.bank) else (None, None, None)
-    if bank is None:
-        path = _input_file(args.bank, BANK_FILE, "bank")
-        recorded = load_bank_metadata(path).get("task")
-        bank = load_bank(path)
+    if _is_store(args.bank):
+        return _stored_bank(args.bank)
+    part = os.path.join(args.bank, _part(BANK_FILE, args))
+    path = part if _processes(args)[1] > 1 and os.path.isfile(part) else _input_file(args.bank, BANK_FILE, "bank")
+    return path, load_bank(path), load_bank_metadata(path).get("task")
+
+
+def _local_bank(args, path: str, bank) -> tuple:
+    """``(this process's rows, the number of simulations over all processes)``.
+
+    One process: the whole bank. Several: a part file written by ``simulate`` in several processes
+    is this process's rows already; a whole bank (file or store) gives its
+    :func:`~aalr_jax.sharding.process_rows`.
+    """
+    from aalr_jax.types import SimulationBank
+
+    index, count = _processes(args)
+    if count == 1:
+        return bank, bank.num_simulations
+    if os.path.basename(path) == _part(BANK_FILE, args):
+        return bank, bank.num_simulations * count
+    if not isinstance(bank, SimulationBank):  # a store: its valid rows, in memory
+        bank = bank.to_memory()
+    rows = _process_share(f"--bank {path} holds", bank.num_simulations, args)
+    return SimulationBank(bank.theta[rows], bank.x[rows]), bank.num_simulations
+
+
+def _plan_train(args):
+    from aalr_jax import tasks
+
+    path, bank, recorded = _bank_input(args)
     if args.task is not None and recorded is not None and recorded != args.task:
         raise UsageError(f"bank {path} was simulated from task {recorded!r}, not {args.task!r}")
     task = tasks.get(args.task) if args.task is not None else _task(recorded, f"bank {path}")
     _check_compatible(task, bank.theta.shape[1], bank.x.shape[1:], f"bank {path}")
-    _check_training(args, bank.num_simulations, bank.x.shape[1:])
+    bank, num_simulations = _local_bank(args, path, bank)
+    _check_training(args, num_simulations, bank.x.shape[1:])
     folder = _prepare_output(args, task.name, (ESTIMATOR_FILE,))
 
     def work() -> int:
         from aalr_jax import io
 
         estimator, metadata = _train(args, bank, task, {})
+        index, count = _processes(args)
+        if index != 0:  # process 0 writes the estimator
+            print(f"{PROG}: process {index} of {count} trained on its {bank.num_simulations} rows; process 0 "
+                  "writes the estimator")
+            return 0
+        metadata["num_simulations"] = num_simulations
         out = os.path.join(folder, ESTIMATOR_FILE)
         io.save_estimator(out, estimator, metadata=metadata)
         t = metadata["training"]
@@ -810,15 +987,30 @@ def _plan_train(args):
     return work
 
 
+def _chain_share(args):
+    """``args`` with this process's share of ``--num-chains`` and ``--num-samples`` (the same in one process)."""
+    index, count = _processes(args)
+    if count == 1:
+        return args
+    chains = _process_share("--num-chains", args.num_chains, args)
+    samples = _process_share("--num-samples", args.num_samples, args)
+    return argparse.Namespace(**{**vars(args), "num_chains": chains.stop - chains.start,
+                                 "num_samples": samples.stop - samples.start})
+
+
 def _plan_sample(args):
     path, estimator, task, metadata = _estimator_and_task(args)
     plan = _sampling_plan(args, task, estimator.x_shape)
-    folder = _prepare_output(args, task.name, (SAMPLES_FILE, CORNER_FILE, SUMMARY_FILE))
+    args = _chain_share(args)
+    folder = _prepare_output(args, task.name, tuple(_part(name, args) for name in (SAMPLES_FILE, CORNER_FILE,
+                                                                                  SUMMARY_FILE)))
 
     def work() -> int:
         start, timings = time.perf_counter(), {}
         extra = {"budget": metadata.get("num_simulations"), "training": metadata.get("training"),
                  "estimator": os.path.abspath(path)}
+        if _processes(args)[1] > 1:
+            extra["process"] = {"index": _processes(args)[0], "count": _processes(args)[1]}
         summary = _sample_and_write(args, task, estimator, plan, timings, extra, start)
         _print_result(summary, folder)
         return 0
@@ -870,23 +1062,23 @@ def _plan_diagnose(args):
     return work
 
 
-def _diagnose(args, path, estimator, task, metadata, loaded, sampler, use_grid, folder) -> int:
-    import jax
+def _coverage_record(c) -> dict:
+    """The JSON record of a :class:`~aalr_jax.diagnostics.CoverageResult`."""
+    return {"levels": _numbers(c.levels), "coverage": _numbers(c.coverage), "lower": _numbers(c.lower),
+            "upper": _numbers(c.upper), "verdict": c.verdict, "conservative": c.conservative,
+            "confidence": c.confidence}
+
+
+def _pair_posteriors(args, estimator, task, sampler: dict, keys: tuple, timings) -> tuple:
+    """``(bank, coverage, sbc, health)``: ``--num-pairs`` (θ*, x) from the joint, their posteriors
+    sampled in one batched run, expected coverage, SBC ranks and each posterior's MCMC report."""
     import numpy as np
 
-    import aalr_jax
-    from aalr_jax import diagnostics, ood, plotting
+    from aalr_jax import diagnostics, ood
     from aalr_jax.data import simulate
-    from aalr_jax.diagnostics import verdicts
     from aalr_jax.sampling import sample_posterior
 
-    start, timings = time.perf_counter(), {}
-    labels = list(task.parameter_labels)
-    key_pairs, key_sample, key_roc, key_norm = jax.random.split(_key(args, "diagnose"), 4)
-    record = {"task": task.name, "estimator": os.path.abspath(path), "seed": args.seed,
-              "budget": metadata.get("num_simulations")}
-    figures, found = {}, {}
-
+    key_pairs, key_sample = keys
     n, method = args.num_pairs, sampler["method"]
     with _phase(args, timings, "coverage", f"sampling the posteriors of {n} pairs ({method}, "
                                            f"{args.num_chains} chains each)"), warnings.catch_warnings():
@@ -898,74 +1090,144 @@ def _diagnose(args, path, estimator, task, metadata, loaded, sampler, use_grid, 
                                 independence_prob=sampler["independence_prob"])
         credibility = diagnostics.sample_credibility(estimator, task.prior, bank.x, bank.theta, post.samples)
         coverage = diagnostics.coverage_from_credibility(credibility)
-        num_draws = min(args.num_samples, 100)
-        sbc = diagnostics.sbc(np.asarray(bank.theta), np.asarray(post.samples), num_draws=num_draws)
-        health = diagnostics.mcmc_report(post, labels=labels, rank_normalized=False)
-    as_record = lambda c: {"levels": _numbers(c.levels), "coverage": _numbers(c.coverage),
-                           "lower": _numbers(c.lower), "upper": _numbers(c.upper), "verdict": c.verdict,
-                           "conservative": c.conservative, "confidence": c.confidence}
-    record["pairs"] = {"num_pairs": n, "sampler": {"num_samples": args.num_samples, "num_chains": args.num_chains,
-                                                    "num_warmup": args.num_warmup, **sampler}}
-    record["coverage"] = as_record(coverage)
-    record["sbc"] = {"num_draws": num_draws, "chi2_pvalue": _numbers(sbc.chi2_pvalue),
-                     "ks_pvalue": _numbers(sbc.ks_pvalue), "dispersion": _numbers(sbc.dispersion),
-                     "uniform": sbc.uniform, "labels": labels}
-    record["mcmc_pairs"] = {
-        "observations_with_warnings": int(sum(not r.ok for r in health)),
-        "median_max_rhat": _json_number(np.median([np.nanmax(r.rhat) for r in health])),
-        "median_max_within_mode_rhat": _json_number(np.median([np.nanmax(r.mode_rhat) for r in health])),
-        "observations_by_num_modes": {str(m): int(c) for m, c in zip(*np.unique([r.num_modes for r in health],
-                                                                                 return_counts=True))},
+        sbc = diagnostics.sbc(np.asarray(bank.theta), np.asarray(post.samples), num_draws=min(args.num_samples, 100))
+        health = diagnostics.mcmc_report(post, labels=list(task.parameter_labels), rank_normalized=False)
+    return bank, coverage, sbc, health
+
+
+def _pairs_records(args, sampler: dict, coverage, sbc, health, labels: list) -> dict:
+    """diagnostics.json's ``pairs``, ``coverage``, ``sbc`` and ``mcmc_pairs`` records."""
+    import numpy as np
+
+    modes, counts = np.unique([r.num_modes for r in health], return_counts=True)
+    return {
+        "pairs": {"num_pairs": args.num_pairs, "sampler": {"num_samples": args.num_samples,
+                                                           "num_chains": args.num_chains,
+                                                           "num_warmup": args.num_warmup, **sampler}},
+        "coverage": _coverage_record(coverage),
+        "sbc": {"num_draws": min(args.num_samples, 100), "chi2_pvalue": _numbers(sbc.chi2_pvalue),
+                "ks_pvalue": _numbers(sbc.ks_pvalue), "dispersion": _numbers(sbc.dispersion),
+                "uniform": sbc.uniform, "labels": labels},
+        "mcmc_pairs": {
+            "observations_with_warnings": int(sum(not r.ok for r in health)),
+            "median_max_rhat": _json_number(np.median([np.nanmax(r.rhat) for r in health])),
+            "median_max_within_mode_rhat": _json_number(np.median([np.nanmax(r.mode_rhat) for r in health])),
+            "observations_by_num_modes": {str(m): int(c) for m, c in zip(modes, counts)},
+        },
     }
-    found["mcmc_pairs"] = verdicts.mcmc_verdict(health, what="pair posteriors")
+
+
+def _diagnose_pairs(args, estimator, task, sampler: dict, keys: tuple, use_grid: bool, timings) -> tuple:
+    """``(records, verdicts, figures, headline, pairs)`` of coverage (by samples, and by grid
+    integration when ``use_grid``), SBC and the pair posteriors' MCMC health; ``pairs`` is the
+    bank of (θ*, x) from the joint, ``headline`` the coverage label the summary line states."""
+    from aalr_jax import diagnostics, plotting
+    from aalr_jax.diagnostics import verdicts
+
+    labels = list(task.parameter_labels)
+    bank, coverage, sbc, health = _pair_posteriors(args, estimator, task, sampler, keys, timings)
+    record = _pairs_records(args, sampler, coverage, sbc, health, labels)
+    found = {"mcmc_pairs": verdicts.mcmc_verdict(health, what="pair posteriors")}
     sample_verdict = verdicts.coverage_verdict(coverage, method=f"{args.num_samples} posterior draws per pair")
     grid_verdict, grid_label = None, None
     if use_grid:
         with _phase(args, timings, "coverage_grid", "expected coverage by grid integration"):
             grid = diagnostics.coverage_from_credibility(
                 diagnostics.grid_credibility(estimator, task.prior, bank.x, bank.theta))
-        record["coverage_grid"] = as_record(grid)
+        record["coverage_grid"] = _coverage_record(grid)
         grid_verdict = verdicts.coverage_verdict(grid, method="grid integration on the prior box")
         grid_label = grid.verdict
     found["coverage"] = verdicts.reconcile_coverage(sample_verdict, grid_verdict, coverage.verdict, grid_label)
     found["sbc"] = verdicts.sbc_verdict(sbc, labels)
-    headline = grid_label or coverage.verdict
-    figures["coverage.png"] = plotting.coverage_plot(coverage, title=f"{task.name}: expected HPD coverage, "
-                                                                     f"{coverage.verdict} ({n} pairs)")
-    figures["sbc.png"] = plotting.sbc_plot(sbc, labels=labels, title=f"{task.name}: SBC ranks ({n} pairs)")
+    n = args.num_pairs
+    figures = {"coverage.png": plotting.coverage_plot(coverage, title=f"{task.name}: expected HPD coverage, "
+                                                                      f"{coverage.verdict} ({n} pairs)"),
+               "sbc.png": plotting.sbc_plot(sbc, labels=labels, title=f"{task.name}: SBC ranks ({n} pairs)")}
+    return record, found, figures, grid_label or coverage.verdict, bank
+
+
+def _diagnose_roc(args, estimator, task, key, timings) -> tuple:
+    """``(record, verdict, figure)`` of the ROC diagnostic at the true θ and ``--num-roc-thetas`` - 1 prior draws."""
+    import numpy as np
+
+    from aalr_jax import diagnostics, plotting
+    from aalr_jax.diagnostics import verdicts
 
     with _phase(args, timings, "roc", f"ROC diagnostic at {args.num_roc_thetas} parameters"):
-        extra = np.asarray(task.prior.sample(key_roc, (args.num_roc_thetas - 1,)))
+        extra = np.asarray(task.prior.sample(key, (args.num_roc_thetas - 1,)))
         theta = np.concatenate([np.asarray(task.true_theta, np.float32)[None], extra])
-        roc = diagnostics.roc_diagnostic(key_roc, estimator, task, theta, num_samples=args.roc_samples,
+        roc = diagnostics.roc_diagnostic(key, estimator, task, theta, num_samples=args.roc_samples,
                                         num_epochs=args.roc_epochs)
-    record["roc"] = {"theta": np.asarray(roc.theta).tolist(), "auc": _numbers(roc.auc),
-                     "auc_std": _numbers(roc.auc_std), "weight_ess": _numbers(roc.weight_ess),
-                     "classifier": {"hidden_features": list(roc.hidden_features), "num_epochs": roc.num_epochs,
-                                    "num_train_per_class": roc.num_train, "num_test_per_class": roc.num_test}}
-    found["roc"] = verdicts.roc_verdict(roc)
-    figures["roc.png"] = plotting.roc_plot(roc)
+    record = {"theta": np.asarray(roc.theta).tolist(), "auc": _numbers(roc.auc),
+              "auc_std": _numbers(roc.auc_std), "weight_ess": _numbers(roc.weight_ess),
+              "classifier": {"hidden_features": list(roc.hidden_features), "num_epochs": roc.num_epochs,
+                             "num_train_per_class": roc.num_train, "num_test_per_class": roc.num_test}}
+    return record, verdicts.roc_verdict(roc), plotting.roc_plot(roc)
+
+
+def _diagnose_normalization(args, estimator, task, pair_x, key, timings) -> tuple:
+    """``(record, verdict)`` of E_p(θ)[r̂(x|θ)] = 1 at the default observation and the first 9 pairs' x."""
+    import numpy as np
+
+    from aalr_jax import diagnostics
+    from aalr_jax.diagnostics import verdicts
 
     with _phase(args, timings, "normalization", "normalisation check"):
         default = np.asarray(task.default_observation, np.float32)
         default = default[0] if task.iid else default
-        x_check = np.concatenate([default[None], np.asarray(bank.x[:9])])
-        norm = diagnostics.normalization_check(key_norm, estimator, task.prior, x_check)
-    record["normalization"] = {"observations": "default observation, then the first pairs' x",
-                               "mean": _numbers(norm.mean), "stderr": _numbers(norm.stderr),
-                               "num_prior_samples": norm.num_samples}
-    found["normalization"] = verdicts.normalization_verdict(norm)
+        x_check = np.concatenate([default[None], np.asarray(pair_x[:9])])
+        norm = diagnostics.normalization_check(key, estimator, task.prior, x_check)
+    record = {"observations": "default observation, then the first pairs' x",
+              "mean": _numbers(norm.mean), "stderr": _numbers(norm.stderr), "num_prior_samples": norm.num_samples}
+    return record, verdicts.normalization_verdict(norm)
 
+
+def _diagnose_samples(args, task, loaded: dict, timings) -> tuple:
+    """``(record, verdict, trace figure)`` of the MCMC health of the run in ``--samples``."""
+    from aalr_jax import diagnostics, plotting
+    from aalr_jax.diagnostics import verdicts
+
+    labels = list(task.parameter_labels)
+    with _phase(args, timings, "mcmc", f"MCMC health of {args.samples}"):
+        report = diagnostics.mcmc_report(loaded["chains"], acceptance_rate=loaded["acceptance_rate"],
+                                         num_divergent=loaded["num_divergent"], labels=labels,
+                                         outside_training=loaded["outside_training"])
+    record = {"file": os.path.abspath(args.samples), **_report_record(report)}
+    figure = plotting.trace_plot(loaded["chains"], labels=labels, mode_labels=report.mode_labels,
+                                 title=f"{task.name}: traces of {args.samples}")
+    return record, verdicts.mcmc_verdict([report], what="run of --samples"), figure
+
+
+def _print_verdicts(task, headline: str, found: dict, folder: str) -> None:
+    failed = [name for name, v in found.items() if not v.passed]
+    status = "all checks passed" if not failed else f"failed: {', '.join(failed)}"
+    print(f"{PROG}: {task.name}: coverage {headline}, {status}; outputs in {os.path.abspath(folder)}")
+    for name, v in found.items():
+        print(f"  {name}: {v.text}")
+        if v.advice:
+            print(f"    next: {v.advice}")
+
+
+def _diagnose(args, path, estimator, task, metadata, loaded, sampler, use_grid, folder) -> int:
+    """Run every check, write the figures and diagnostics.json, print the verdicts."""
+    import jax
+
+    import aalr_jax
+    from aalr_jax import plotting
+
+    start, timings = time.perf_counter(), {}
+    key_pairs, key_sample, key_roc, key_norm = jax.random.split(_key(args, "diagnose"), 4)
+    record = {"task": task.name, "estimator": os.path.abspath(path), "seed": args.seed,
+              "budget": metadata.get("num_simulations")}
+    pairs, found, figures, headline, bank = _diagnose_pairs(args, estimator, task, sampler, (key_pairs, key_sample),
+                                                            use_grid, timings)
+    record.update(pairs)
+    record["roc"], found["roc"], figures["roc.png"] = _diagnose_roc(args, estimator, task, key_roc, timings)
+    record["normalization"], found["normalization"] = _diagnose_normalization(args, estimator, task, bank.x,
+                                                                              key_norm, timings)
     if loaded is not None:
-        with _phase(args, timings, "mcmc", f"MCMC health of {args.samples}"):
-            report = diagnostics.mcmc_report(loaded["chains"], acceptance_rate=loaded["acceptance_rate"],
-                                             num_divergent=loaded["num_divergent"], labels=labels,
-                                             outside_training=loaded["outside_training"])
-        record["mcmc_samples"] = {"file": os.path.abspath(args.samples), **_report_record(report)}
-        found["mcmc_samples"] = verdicts.mcmc_verdict([report], what="run of --samples")
-        figures["traces.png"] = plotting.trace_plot(loaded["chains"], labels=labels, mode_labels=report.mode_labels,
-                                                    title=f"{task.name}: traces of {args.samples}")
-
+        record["mcmc_samples"], found["mcmc_samples"], figures["traces.png"] = _diagnose_samples(
+            args, task, loaded, timings)
     with _phase(args, timings, "write", "writing outputs"):
         for name, fig in figures.items():
             plotting.save_figure(fig, os.path.join(folder, name))
@@ -975,13 +1237,7 @@ def _diagnose(args, path, estimator, task, metadata, loaded, sampler, use_grid, 
     record["versions"] = {"aalr_jax": aalr_jax.__version__, "jax": jax.__version__}
     record["device"] = jax.devices()[0].platform
     _write_json(os.path.join(folder, DIAGNOSTICS_FILE), record)
-    failed = [name for name, v in found.items() if not v.passed]
-    status = "all checks passed" if not failed else f"failed: {', '.join(failed)}"
-    print(f"{PROG}: {task.name}: coverage {headline}, {status}; outputs in {os.path.abspath(folder)}")
-    for name, v in found.items():
-        print(f"  {name}: {v.text}")
-        if v.advice:
-            print(f"    next: {v.advice}")
+    _print_verdicts(task, headline, found, folder)
     return 0
 
 
@@ -1037,6 +1293,57 @@ def _plan_simulate_on_cluster(args, task):
     return work
 
 
+# ----------------------------------------------------------------------------- several processes
+
+
+def _process_settings(args, environ) -> dict | None:
+    """:func:`~aalr_jax.sharding.initialize_distributed`'s arguments from the flags, else from the
+    ``AALR_JAX_*`` variables in ``environ``, checked; ``None`` when neither sets any."""
+    values, sources = {}, {}
+    for name, variable in PROCESS_VARIABLES.items():
+        flag = getattr(args, name, None)
+        values[name], sources[name] = (flag, "--" + name.replace("_", "-")) if flag is not None else \
+            (environ.get(variable) or None, variable)
+    if all(value is None for value in values.values()):
+        return None
+    for name in ("num_processes", "process_id"):
+        if isinstance(values[name], str):
+            try:
+                values[name] = int(values[name])
+            except ValueError:
+                raise UsageError(f"{sources[name]}: expected an integer, got {values[name]!r}") from None
+    n, i = values["num_processes"], values["process_id"]
+    if n is not None and n < 1:
+        raise UsageError(f"{sources['num_processes']}: expected a positive number of processes, got {n}")
+    if i is not None and not (0 <= i < (n if n is not None else i + 1)):
+        bound = f"[0, {n}) ({sources['num_processes']} {n})" if n is not None else "[0, N)"
+        raise UsageError(f"{sources['process_id']}: expected a process index in {bound}, got {i}")
+    return {"coordinator_address": values["coordinator"], "num_processes": n, "process_id": i}
+
+
+def _start_processes(args) -> None:
+    """Start ``jax.distributed`` before any JAX work when several processes are asked for; sets
+    ``args.process`` to ``(index, count)`` (``(0, 1)``: one process, nothing started)."""
+    args.process = (0, 1)
+    settings = _process_settings(args, os.environ)
+    if settings is None or settings["num_processes"] == 1:
+        return
+    if args.command not in PROCESS_COMMANDS:
+        raise UsageError(f"'{args.command}' runs in one process, but {', '.join(PROCESS_VARIABLES.values())} ask "
+                         "for several: unset them, or run simulate, train and sample in several processes")
+    import jax
+
+    from aalr_jax.sharding import initialize_distributed
+
+    try:
+        initialize_distributed(**settings)
+    except RuntimeError as err:  # the coordinator cannot be reached, or JAX already started
+        raise ConnectionError(f"cannot start jax.distributed with coordinator {settings['coordinator_address']}, "
+                              f"{settings['num_processes']} processes, process id {settings['process_id']}: "
+                              f"{_message(err)}") from None
+    args.process = (jax.process_index(), jax.process_count())
+
+
 # ----------------------------------------------------------------------------- entry point
 
 _EXPECTED = (UsageError, ValueError, TypeError, OSError, KeyError)
@@ -1084,6 +1391,7 @@ def main(argv=None) -> int:
         parser.print_help()
         return 0
     try:
+        _start_processes(args)
         work = args.handler(args)
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)

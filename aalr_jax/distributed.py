@@ -139,6 +139,85 @@ def _failure_summary(failures: list, num_simulations: int) -> str:
     return f"{len(failures)} of {num_simulations} simulations failed: {shown}{more}"
 
 
+def _check_run_options(backend, on_invalid, num_simulations, chunk_size, timeout, client, workers) -> int:
+    """The options of :func:`simulate_chunks`, checked; returns ``num_simulations`` as an int."""
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    if on_invalid not in ("raise", "drop"):
+        raise ValueError(f"on_invalid must be 'raise' or 'drop', got {on_invalid!r}")
+    if isinstance(num_simulations, bool) or int(num_simulations) != num_simulations or num_simulations < 1:
+        raise ValueError(f"num_simulations must be a positive integer, got {num_simulations!r}")
+    if chunk_size is not None and (int(chunk_size) != chunk_size or chunk_size < 1):
+        raise ValueError(f"chunk_size must be a positive integer or None, got {chunk_size!r}")
+    if timeout is not None and not timeout > 0:
+        raise ValueError(f"timeout must be a positive number of seconds or None, got {timeout!r}")
+    if client is not None and workers is not None:
+        raise ValueError(f"workers sizes the LocalCluster started when client is None, got workers={workers} "
+                         "and a client")
+    if backend != "dask" and (client is not None or workers is not None):
+        raise ValueError(f"client and workers apply to backend='dask', got backend={backend!r}")
+    return int(num_simulations)
+
+
+def _run_config(rng_key, problem, prior, simulator, n: int, contract: str) -> dict:
+    """The record that names a run in its store: simulator, prior, contract, seed, n and θ's dimension."""
+    is_task = hasattr(problem, "prior") and hasattr(problem, "simulator")
+    return {
+        "simulator": f"task:{problem.name}" if is_task else _name(simulator),
+        "prior": _describe_prior(prior),
+        "contract": contract,
+        "seed": list(hostsim.key_words(rng_key)),
+        "num_simulations": n,
+        "theta_dim": int(prior.event_shape[0]),
+    }
+
+
+def _open_sink(store, config: dict, chunk_size, num_workers: int):
+    """Where the chunks go: a Zarr store (created, or resumed with its chunk size) or memory."""
+    from aalr_jax import __version__
+
+    n, contract = config["num_simulations"], config["contract"]
+    if store is None:
+        return _MemorySink(n, config["theta_dim"], int(chunk_size or default_chunk_size(n, num_workers, contract)))
+    if os.path.exists(os.fspath(store)) and chunk_size is None:  # resumed: the store's own chunks
+        chunk_size = ZarrBank.open(store).chunk_size
+    config["chunk_size"] = int(chunk_size or default_chunk_size(n, num_workers, contract))
+    return ZarrBank.create_or_resume(store, config, __version__)
+
+
+def _run_pending(sink, dask_client, run_chunk, simulator, prior, keys: tuple, options: dict, progress: bool,
+                 num_workers: int, n: int) -> None:
+    """Simulate the chunks ``sink`` has not completed, in process or on Dask, writing each into it.
+
+    ``keys``: ``(k_θ, words of k_sim)``; chunk ``c`` draws θ for its rows from ``k_θ`` and
+    simulates row i with the seed ``(k_sim, i)``.
+    """
+    key_theta, words = keys
+    done = set(sink.completed_chunks)
+    pending = [c for c in range(sink.num_chunks) if c not in done]
+    done_sims = sum(stop - start for start, stop in map(sink.chunk_bounds, done))
+    bar = tqdm(total=n, initial=done_sims, desc="simulate", unit="sim", disable=not progress,
+               leave=False)
+
+    def thetas(chunk):
+        return hostsim.draw_theta(prior, key_theta, *sink.chunk_bounds(chunk))
+
+    def record(chunk, theta, result):
+        sink.write_chunk(chunk, theta, result.x, result.valid, result.failures)
+        bar.update(len(theta))
+
+    try:
+        if dask_client is None:
+            for c in pending:
+                theta = thetas(c)
+                record(c, theta, run_chunk(simulator, theta, sink.chunk_bounds(c)[0], words, **options))
+        else:
+            _run_on_dask(dask_client, run_chunk, simulator, words, options, pending, thetas, record,
+                         sink.chunk_bounds, max_in_flight=max(4, 2 * num_workers))
+    finally:
+        bar.close()
+
+
 def simulate_chunks(rng_key, problem, num_simulations: int, *, backend: str = "local", store=None,
                     chunk_size: int | None = None, on_invalid: str = "raise", progress: bool = True,
                     client=None, workers: int | None = None, timeout: float | None = None):
@@ -164,26 +243,10 @@ def simulate_chunks(rng_key, problem, num_simulations: int, *, backend: str = "l
         a :class:`~aalr_jax.store.ZarrBank` when ``store`` is given (failed rows masked), else a
         ``SimulationBank(theta (n', d), x (n', *x_shape))`` of the n' valid simulations, float32.
     """
-    from aalr_jax import __version__
     from aalr_jax.data import resolve_problem
 
-    if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
-    if on_invalid not in ("raise", "drop"):
-        raise ValueError(f"on_invalid must be 'raise' or 'drop', got {on_invalid!r}")
-    if isinstance(num_simulations, bool) or int(num_simulations) != num_simulations or num_simulations < 1:
-        raise ValueError(f"num_simulations must be a positive integer, got {num_simulations!r}")
-    if chunk_size is not None and (int(chunk_size) != chunk_size or chunk_size < 1):
-        raise ValueError(f"chunk_size must be a positive integer or None, got {chunk_size!r}")
-    if timeout is not None and not timeout > 0:
-        raise ValueError(f"timeout must be a positive number of seconds or None, got {timeout!r}")
-    if client is not None and workers is not None:
-        raise ValueError(f"workers sizes the LocalCluster started when client is None, got workers={workers} "
-                         "and a client")
-    if backend != "dask" and (client is not None or workers is not None):
-        raise ValueError(f"client and workers apply to backend='dask', got backend={backend!r}")
+    n = _check_run_options(backend, on_invalid, num_simulations, chunk_size, timeout, client, workers)
     prior, simulator = resolve_problem(problem)
-    n = int(num_simulations)
     is_task = hasattr(problem, "prior") and hasattr(problem, "simulator")
     contract = "jax" if backend == "jax" or is_task else "host"
     if contract == "jax" and timeout is not None:
@@ -191,52 +254,14 @@ def simulate_chunks(rng_key, problem, num_simulations: int, *, backend: str = "l
                          "backend='jax')")
     run_chunk = hostsim.run_jax_chunk if contract == "jax" else hostsim.run_host_chunk
     key_theta, key_sim = jax.random.split(jnp.asarray(rng_key) if not _typed(rng_key) else jax.random.key_data(rng_key))
-    words = hostsim.key_words(key_sim)
-    x_shape = tuple(problem.x_shape) if is_task else None
-    config = {
-        "simulator": f"task:{problem.name}" if is_task else _name(simulator),
-        "prior": _describe_prior(prior),
-        "contract": contract,
-        "seed": list(hostsim.key_words(rng_key)),
-        "num_simulations": n,
-        "theta_dim": int(prior.event_shape[0]),
-    }
+    config = _run_config(rng_key, problem, prior, simulator, n, contract)
 
     with (_dask_client(client, workers) if backend == "dask" else contextlib.nullcontext()) as dask_client:
         num_workers = sum(dask_client.nthreads().values()) if dask_client is not None else 1
-        if store is not None:
-            resumed = os.path.exists(os.fspath(store)) and chunk_size is None
-            if resumed:
-                chunk_size = ZarrBank.open(store).chunk_size
-            config["chunk_size"] = int(chunk_size or default_chunk_size(n, num_workers, contract))
-            sink = ZarrBank.create_or_resume(store, config, __version__)
-        else:
-            sink = _MemorySink(n, config["theta_dim"], int(chunk_size or default_chunk_size(n, num_workers, contract)))
-        if x_shape is None and getattr(sink, "x_shape", None) is not None:
-            x_shape = sink.x_shape
-        done = set(sink.completed_chunks)
-        pending = [c for c in range(sink.num_chunks) if c not in done]
-        done_sims = sum(stop - start for start, stop in map(sink.chunk_bounds, done))
-        bar = tqdm(total=n, initial=done_sims, desc="simulate", unit="sim", disable=not progress, leave=False)
-        options = dict(timeout=timeout, x_shape=x_shape)
-
-        def thetas(chunk):
-            return hostsim.draw_theta(prior, key_theta, *sink.chunk_bounds(chunk))
-
-        def record(chunk, theta, result):
-            sink.write_chunk(chunk, theta, result.x, result.valid, result.failures)
-            bar.update(len(theta))
-
-        try:
-            if dask_client is None:
-                for c in pending:
-                    theta = thetas(c)
-                    record(c, theta, run_chunk(simulator, theta, sink.chunk_bounds(c)[0], words, **options))
-            else:
-                _run_on_dask(dask_client, run_chunk, simulator, words, options, pending, thetas, record,
-                             sink.chunk_bounds, max_in_flight=max(4, 2 * num_workers))
-        finally:
-            bar.close()
+        sink = _open_sink(store, config, chunk_size, num_workers)
+        x_shape = tuple(problem.x_shape) if is_task else getattr(sink, "x_shape", None)
+        _run_pending(sink, dask_client, run_chunk, simulator, prior, (key_theta, hostsim.key_words(key_sim)),
+                     dict(timeout=timeout, x_shape=x_shape), progress, num_workers, n)
 
     failures = sink.failures
     if failures:

@@ -40,14 +40,8 @@ def _mass_levels(hist: np.ndarray, masses=(0.86, 0.39)) -> np.ndarray:
     return np.unique([lv for lv in levels if lv > 0])
 
 
-def corner(samples, *, labels=None, truth=None, reference=None, bins=50, title=None) -> Figure:
-    """Lower-triangle pair plot of ``samples: (n, d)``.
-
-    Diagonal: 1-D histograms; below it: 2-D histograms of each pair. ``reference: (m, d)`` samples
-    (e.g. an exact posterior) are drawn in another colour (step histograms and 86 %/39 % mass
-    contours); ``truth: (d,)`` is marked by lines and a point. ``labels`` names the d axes.
-    Returns a ``Figure`` with ``d (d + 1) / 2`` visible axes (the upper triangle is hidden).
-    """
+def _corner_inputs(samples, labels, truth, reference, bins) -> tuple:
+    """``(samples (n, d), labels (d), truth (d,) or None, reference (m, d) or None)``, checked."""
     samples = _matrix("samples", samples, None)
     d = samples.shape[1]
     labels = [f"θ{i + 1}" for i in range(d)] if labels is None else [str(s) for s in labels]
@@ -59,11 +53,65 @@ def corner(samples, *, labels=None, truth=None, reference=None, bins=50, title=N
     reference = None if reference is None else _matrix("reference", reference, d)
     if isinstance(bins, bool) or not isinstance(bins, (int, np.integer)) or bins < 2:
         raise ValueError(f"bins must be an integer >= 2, got {bins!r}")
+    return samples, labels, truth, reference
 
+
+def _corner_ranges(samples, truth, reference) -> np.ndarray:
+    """Axis limits ``(d, 2)``: the span of samples, reference and truth, padded by 5 % (±0.5 if flat)."""
     stacked = [samples] + ([reference] if reference is not None else []) + ([truth[None]] if truth is not None else [])
     low, high = np.min([s.min(0) for s in stacked], 0), np.max([s.max(0) for s in stacked], 0)
     pad = np.where(high > low, 0.05 * (high - low), 0.5)
-    ranges = np.stack([low - pad, high + pad], 1)
+    return np.stack([low - pad, high + pad], 1)
+
+
+def _corner_diagonal(ax, column, reference_column, limits, bins) -> None:
+    """Density histogram of one parameter, the reference's as a step outline."""
+    edges = np.linspace(*limits, bins + 1)
+    ax.hist(column, bins=edges, density=True, histtype="stepfilled", color=SAMPLE_COLOR, alpha=0.5)
+    if reference_column is not None:
+        ax.hist(reference_column, bins=edges, density=True, histtype="step", color=REFERENCE_COLOR, lw=1.5)
+    ax.set_yticks([])
+
+
+def _corner_pair(ax, xy, reference_xy, limits, bins, truth_xy) -> None:
+    """2-D histogram of one pair ``xy: (n, 2)``; the reference's 86 %/39 % mass contours; the truth."""
+    ax.set_ylim(limits[1])
+    ax.hist2d(xy[:, 0], xy[:, 1], bins=bins, range=list(limits), cmap="Blues", cmin=1)
+    if reference_xy is not None:
+        hist, xe, ye = np.histogram2d(reference_xy[:, 0], reference_xy[:, 1], bins=max(bins // 2, 2),
+                                      range=list(limits))
+        levels = _mass_levels(hist)
+        if levels.size:
+            centers = (xe[:-1] + xe[1:]) / 2, (ye[:-1] + ye[1:]) / 2
+            ax.contour(*centers, hist.T, levels=levels, colors=REFERENCE_COLOR, linewidths=1.2)
+    if truth_xy is not None:
+        ax.axhline(truth_xy[1], color=TRUTH_COLOR, lw=1)
+        ax.plot(truth_xy[0], truth_xy[1], "s", color=TRUTH_COLOR, ms=4)
+
+
+def _corner_legend(fig, anchor, has_reference: bool, has_truth: bool) -> None:
+    """The legend, in the hidden top-right cell ``anchor`` (inside the only axes when d = 1)."""
+    handles = [Patch(color=SAMPLE_COLOR, alpha=0.5, label="posterior samples")]
+    if has_reference:
+        handles.append(Line2D([], [], color=REFERENCE_COLOR, lw=1.5, label="reference posterior"))
+    if has_truth:
+        handles.append(Line2D([], [], color=TRUTH_COLOR, lw=1, marker="s", ms=4, label="true parameters"))
+    if len(handles) > 1:
+        fig.legend(handles=handles, frameon=False, loc="upper right", bbox_to_anchor=(0, 0, 1, 1),
+                   bbox_transform=anchor.transAxes)
+
+
+def corner(samples, *, labels=None, truth=None, reference=None, bins=50, title=None) -> Figure:
+    """Lower-triangle pair plot of ``samples: (n, d)``.
+
+    Diagonal: 1-D histograms; below it: 2-D histograms of each pair. ``reference: (m, d)`` samples
+    (e.g. an exact posterior) are drawn in another colour (step histograms and 86 %/39 % mass
+    contours); ``truth: (d,)`` is marked by lines and a point. ``labels`` names the d axes.
+    Returns a ``Figure`` with ``d (d + 1) / 2`` visible axes (the upper triangle is hidden).
+    """
+    samples, labels, truth, reference = _corner_inputs(samples, labels, truth, reference, bins)
+    d = samples.shape[1]
+    ranges = _corner_ranges(samples, truth, reference)
     size = min(1.0 + 2.2 * d, 16.0)
     fig = Figure(figsize=(size, size), layout="constrained")
     axes = fig.subplots(d, d, squeeze=False)
@@ -77,24 +125,10 @@ def corner(samples, *, labels=None, truth=None, reference=None, bins=50, title=N
             if truth is not None:
                 ax.axvline(truth[j], color=TRUTH_COLOR, lw=1)
             if i == j:
-                edges = np.linspace(*ranges[j], bins + 1)
-                ax.hist(samples[:, j], bins=edges, density=True, histtype="stepfilled", color=SAMPLE_COLOR, alpha=0.5)
-                if reference is not None:
-                    ax.hist(reference[:, j], bins=edges, density=True, histtype="step", color=REFERENCE_COLOR, lw=1.5)
-                ax.set_yticks([])
+                _corner_diagonal(ax, samples[:, j], None if reference is None else reference[:, j], ranges[j], bins)
             else:
-                ax.set_ylim(ranges[i])
-                ax.hist2d(samples[:, j], samples[:, i], bins=bins, range=[ranges[j], ranges[i]], cmap="Blues", cmin=1)
-                if reference is not None:
-                    hist, xe, ye = np.histogram2d(reference[:, j], reference[:, i], bins=max(bins // 2, 2),
-                                                  range=[ranges[j], ranges[i]])
-                    levels = _mass_levels(hist)
-                    if levels.size:
-                        centers = (xe[:-1] + xe[1:]) / 2, (ye[:-1] + ye[1:]) / 2
-                        ax.contour(*centers, hist.T, levels=levels, colors=REFERENCE_COLOR, linewidths=1.2)
-                if truth is not None:
-                    ax.axhline(truth[i], color=TRUTH_COLOR, lw=1)
-                    ax.plot(truth[j], truth[i], "s", color=TRUTH_COLOR, ms=4)
+                _corner_pair(ax, samples[:, [j, i]], None if reference is None else reference[:, [j, i]],
+                             (ranges[j], ranges[i]), bins, None if truth is None else truth[[j, i]])
                 if j == 0:
                     ax.set_ylabel(labels[i])
                 else:
@@ -103,15 +137,7 @@ def corner(samples, *, labels=None, truth=None, reference=None, bins=50, title=N
                 ax.set_xlabel(labels[j])
             else:
                 ax.tick_params(labelbottom=False)
-
-    handles = [Patch(color=SAMPLE_COLOR, alpha=0.5, label="posterior samples")]
-    if reference is not None:
-        handles.append(Line2D([], [], color=REFERENCE_COLOR, lw=1.5, label="reference posterior"))
-    if truth is not None:
-        handles.append(Line2D([], [], color=TRUTH_COLOR, lw=1, marker="s", ms=4, label="true parameters"))
-    if len(handles) > 1:  # in the hidden top-right cell (inside the only axes when d = 1)
-        fig.legend(handles=handles, frameon=False, loc="upper right", bbox_to_anchor=(0, 0, 1, 1),
-                   bbox_transform=axes[0, -1].transAxes)
+    _corner_legend(fig, axes[0, -1], reference is not None, truth is not None)
     if title is not None:
         fig.suptitle(str(title))
     return fig

@@ -471,3 +471,114 @@ def test_sampling_a_flat_ratio_recovers_the_prior(trained, tmp_path, capsys):
     sd = 1 / math.sqrt(3)
     assert np.all(np.abs(samples.mean(0)) < 5 * sd / np.sqrt(ess)), (samples.mean(0), ess)
     np.testing.assert_allclose(samples.std(0), sd, rtol=0.25)
+
+
+# ----------------------------------------------------------------------------- several processes
+
+PROCESS_VARIABLES = ("AALR_JAX_COORDINATOR", "AALR_JAX_NUM_PROCESSES", "AALR_JAX_PROCESS_ID")
+
+
+@pytest.fixture
+def no_process_variables(monkeypatch):
+    for variable in PROCESS_VARIABLES:
+        monkeypatch.delenv(variable, raising=False)
+    return monkeypatch
+
+
+@pytest.mark.parametrize("command", ["simulate", "train", "sample"])
+def test_process_options_are_listed_with_their_variables(command, capsys):
+    assert cli.main([command, "--help"]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    for text in ("--coordinator HOST:PORT", "--num-processes N", "--process-id I", *PROCESS_VARIABLES):
+        assert text in out, text
+
+
+def test_process_settings_from_flags_else_environment(no_process_variables):
+    parser = cli.build_parser()
+    args = parser.parse_args(["simulate"])
+    assert cli._process_settings(args, {}) is None  # nothing set: one process, nothing started
+    args = parser.parse_args(["simulate", "--coordinator", "h:1", "--num-processes", "4", "--process-id", "3"])
+    assert cli._process_settings(args, {}) == {"coordinator_address": "h:1", "num_processes": 4, "process_id": 3}
+    environ = {"AALR_JAX_COORDINATOR": "e:2", "AALR_JAX_NUM_PROCESSES": "2", "AALR_JAX_PROCESS_ID": "1"}
+    args = parser.parse_args(["simulate"])
+    assert cli._process_settings(args, environ) == {"coordinator_address": "e:2", "num_processes": 2, "process_id": 1}
+    args = parser.parse_args(["simulate", "--process-id", "0"])  # a flag wins over its variable
+    assert cli._process_settings(args, environ)["process_id"] == 0
+
+
+def test_bad_process_settings_are_usage_errors(trained, tmp_path, no_process_variables, capsys):
+    import jax
+
+    monkeypatch = no_process_variables
+    _forbid_work(monkeypatch)
+    started = []  # stands in for jax.distributed: this process becomes process 1 of 2
+    monkeypatch.setattr("aalr_jax.sharding.initialize_distributed", lambda **kw: started.append(kw) or True)
+    monkeypatch.setattr(jax, "process_index", lambda *a: 1)
+    monkeypatch.setattr(jax, "process_count", lambda *a: 2)
+    out = ["--output", tmp_path, "--quiet"]
+    code, err = _error(["simulate", "--num-processes", "2", "--process-id", "2", *out], capsys)
+    assert code == 2 and "--process-id: expected a process index in [0, 2) (--num-processes 2), got 2" in err
+    code, err = _error(["sample", "--estimator", trained, "--process-id", "-1", *out], capsys)
+    assert code == 2 and "--process-id" in err
+    monkeypatch.setenv("AALR_JAX_NUM_PROCESSES", "2")
+    monkeypatch.setenv("AALR_JAX_PROCESS_ID", "5")
+    code, err = _error(["train", "--bank", trained.parent, *out], capsys)
+    assert code == 2 and "AALR_JAX_PROCESS_ID: expected a process index in [0, 2)" in err
+    monkeypatch.setenv("AALR_JAX_PROCESS_ID", "one")
+    code, err = _error(["simulate", *out], capsys)
+    assert code == 2 and "AALR_JAX_PROCESS_ID: expected an integer, got 'one'" in err
+    monkeypatch.setenv("AALR_JAX_PROCESS_ID", "1")
+    code, err = _error(["run", *out], capsys)  # run and diagnose run in one process
+    assert code == 2 and "'run' runs in one process" in err
+    code, err = _error(["simulate", "--store", tmp_path / "b.zarr", *out], capsys)
+    assert code == 2 and "run that command in one process" in err
+    assert not started or all(kw["process_id"] == 1 for kw in started)
+
+
+def test_flags_start_jax_distributed_and_simulate_writes_this_process_part(tmp_path, no_process_variables, capsys):
+    """One process stands in for process 1 of 2: the flags reach initialize_distributed, and simulate
+    writes its half of the simulations, with its own key, as bank.process-1-of-2.npz."""
+    import jax
+
+    monkeypatch = no_process_variables
+    started = []
+    monkeypatch.setattr("aalr_jax.sharding.initialize_distributed", lambda **kw: started.append(kw) or True)
+    monkeypatch.setattr(jax, "process_index", lambda *a: 1)
+    monkeypatch.setattr(jax, "process_count", lambda *a: 2)
+    monkeypatch.setenv("AALR_JAX_COORDINATOR", "host:1234")
+    _run_ok(["simulate", "--num-simulations", "40", "--num-processes", "2", "--process-id", "1",
+             "--output", tmp_path, "--quiet"], capsys)
+    assert started == [{"coordinator_address": "host:1234", "num_processes": 2, "process_id": 1}]
+    part = tmp_path / "bank.process-1-of-2.npz"
+    assert not (tmp_path / "bank.npz").exists()
+    assert load_bank_metadata(part)["process"] == {"index": 1, "count": 2, "rows": [20, 40], "num_simulations": 40}
+    from aalr_jax.data import load_bank
+
+    assert load_bank(part).num_simulations == 20
+    code, err = _error(["simulate", "--num-simulations", "41", "--num-processes", "2", "--process-id", "1",
+                        "--output", tmp_path, "--quiet"], capsys)
+    assert code == 2 and "--num-simulations 41: expected a multiple of the number of processes (2)" in err
+
+
+def test_train_and_sample_take_this_process_share(trained, tmp_path, no_process_variables, capsys):
+    """Process 1 of 2 (set directly): train passes its rows of the bank to fit and writes nothing;
+    sample runs its half of the chains and draws and writes its own files."""
+    from aalr_jax.data import load_bank
+
+    monkeypatch = no_process_variables
+    monkeypatch.setattr(cli, "_start_processes", lambda args: setattr(args, "process", (1, 2)))
+    seen = []
+    monkeypatch.setattr(cli, "_train", lambda args, bank, task, timings: seen.append(bank) or (None, {}))
+    _run_ok(["train", "--bank", trained.parent, *TRAINING, "--output", tmp_path / "t", "--quiet"], capsys)
+    whole = load_bank(trained.parent / "bank.npz")
+    np.testing.assert_array_equal(seen[0].theta, whole.theta[1000:2000])
+    assert not (tmp_path / "t" / "estimator.npz").exists()
+
+    out = tmp_path / "s"
+    _run_ok(["sample", "--estimator", trained, *SAMPLER, "--output", out], capsys)
+    assert sorted(os.listdir(out)) == ["corner.process-1-of-2.png", "samples.process-1-of-2.npz",
+                                       "summary.process-1-of-2.json"]
+    with np.load(out / "samples.process-1-of-2.npz") as data:
+        assert data["chains"].shape[0] == 2 and data["samples"].shape[0] == 100
+    summary = json.loads((out / "summary.process-1-of-2.json").read_text())
+    assert summary["process"] == {"index": 1, "count": 2} and summary["sampler"]["num_chains"] == 2

@@ -229,71 +229,90 @@ OUTSIDE_TRAINING_WARNING = (
     "that covers it, or check the observation's units and preprocessing")
 
 
-def _report(stats, acceptance, num_divergent, labels, rhat_threshold, min_ess, separation,
-            outside_training=False) -> MCMCReport:
-    s = {k: np.asarray(v) for k, v in stats.items()}
-    num, dim = s["chain_rhat"].shape
-    raw = s["labels"]
-    reps, counts = np.unique(raw[raw < num], return_counts=True)
+def _modes(raw_labels: np.ndarray, cluster_rhat: np.ndarray, dim: int) -> tuple:
+    """``(mode_labels (C,), chains per mode (M,), R-hat within each mode (M, d))``, modes by size.
+
+    ``raw_labels[c]``: the representative chain of chain ``c``'s cluster (``C`` or more: none);
+    modes are numbered 0, 1, ... from the largest; chains in no mode get -1.
+    """
+    num = raw_labels.shape[0]
+    reps, counts = np.unique(raw_labels[raw_labels < num], return_counts=True)
     order = np.argsort(-counts, kind="stable")
     reps, counts = reps[order], counts[order]
     mode_labels = np.full(num, -1)
     for m, r in enumerate(reps):
-        mode_labels[raw == r] = m
-    cluster_rhat = s["cluster_rhat"][reps].reshape(len(reps), dim)
-    num_modes = len(reps)
-    warn, notes = [], []
-    if outside_training:
-        warn.append(OUTSIDE_TRAINING_WARNING)
-    stuck = s["stuck"]
+        mode_labels[raw_labels == r] = m
+    return mode_labels, counts, cluster_rhat[reps].reshape(len(reps), dim)
 
+
+def _rhat_messages(rhat, mode_rhat, cluster_rhat, counts, rhat_threshold, labels) -> tuple:
+    """``(warnings, notes)`` about R-hat: across chains, explained by separated modes or not."""
+    num_modes, dim = len(counts), cluster_rhat.shape[-1]
+    multi = counts > 1
+    within_bad = (cluster_rhat[multi] > rhat_threshold).any(0) if multi.any() else np.zeros(dim, bool)
+    within_ok = not (mode_rhat > rhat_threshold).any() and not within_bad.any()
+    if num_modes > 1 and within_ok and (rhat > rhat_threshold).any():
+        fractions = ", ".join(f"{c / counts.sum():.0%}" for c in counts)
+        return [], [
+            f"across-chain R-hat up to {np.nanmax(rhat):.3g} is explained by {num_modes} separated modes "
+            f"(chains per mode: {', '.join(map(str, counts))}), each well mixed (within-mode R-hat "
+            f"{np.nanmax(mode_rhat):.3g} <= {rhat_threshold}); the chains' time in each mode ({fractions} of the "
+            f"chains) comes from the initialisation unless the kernel jumps between modes (RWMH's independence "
+            f"moves do; HMC, NUTS and the plain random walk do not)"
+        ]
+    if within_ok and not (rhat > rhat_threshold).any():
+        return [], []
+    if num_modes <= 1:
+        return [f"R-hat above {rhat_threshold} for {_names(rhat, rhat_threshold, labels)}: the chains "
+                "disagree (not converged, shifted or drifting chains); they form one mode, so this is "
+                "not explained by separated modes; run a longer warm-up, or HMC (method='hmc') if RWMH "
+                "samples more than a few parameters"], []
+    detail = "; ".join(
+        f"mode {m} ({counts[m]} chains): R-hat {np.nanmax(cluster_rhat[m]):.3g}"
+        for m in range(num_modes) if counts[m] > 1
+    )
+    return [f"R-hat above {rhat_threshold} (across chains up to {np.nanmax(rhat):.3g}), not explained "
+            f"by separated modes: {num_modes} modes found, but within them R-hat is "
+            f"{_names(mode_rhat, -np.inf, labels)} ({detail}); chains within a mode disagree or "
+            "drift (slow mixing or too few draws per chain; HMC mixes faster than RWMH beyond a "
+            "few parameters)"], []
+
+
+def _lone_chain_warnings(mode_labels, counts, chain_rhat, separation) -> list:
+    """Warnings about chains that form a mode of their own, and those of them not stationary."""
+    warn = []
+    num_modes = len(counts)
+    lone = np.isin(mode_labels, np.flatnonzero(counts == 1)) if num_modes > 1 else np.zeros(len(mode_labels), bool)
+    if lone.any():
+        warn.append(f"chains {_ids(lone)} sit alone, more than {separation:g} within-chain standard deviations "
+                    "from every other chain: a mode found by one chain only, or a chain stuck in a local "
+                    "region; check their log density, or run more chains")
+    drifting = lone & (chain_rhat > CHAIN_RHAT_THRESHOLD).any(1)
+    if drifting.any():
+        warn.append(f"lone chains {_ids(drifting)} are not stationary (R-hat of their quarters above "
+                    f"{CHAIN_RHAT_THRESHOLD})")
+    return warn
+
+
+def _report(stats, acceptance, num_divergent, labels, rhat_threshold, min_ess, separation,
+            outside_training=False) -> MCMCReport:
+    """The :class:`MCMCReport` of one observation's statistics ``stats`` (arrays over chains and θ)."""
+    s = {k: np.asarray(v) for k, v in stats.items()}
+    dim = s["chain_rhat"].shape[1]
+    mode_labels, counts, cluster_rhat = _modes(s["labels"], s["cluster_rhat"], dim)
+    num_modes = len(counts)
+    warn = [OUTSIDE_TRAINING_WARNING] if outside_training else []
+    stuck = s["stuck"]
     if stuck.any():
         warn.append(f"chains {_ids(stuck)} are stuck (acceptance below {STUCK_ACCEPTANCE:g} or a coordinate "
                     "that never changes): lower the step size, or start them elsewhere")
     if num_divergent > 0:
         warn.append(f"{num_divergent} divergent transitions: the step size is too large for the posterior's "
                     "curvature; raise target_acceptance or reparametrise")
-
     rhat, mode_rhat = s["rhat"], s["mode_rhat"]
-    multi = counts > 1
-    within_bad = (cluster_rhat[multi] > rhat_threshold).any(0) if multi.any() else np.zeros(dim, bool)
-    within_ok = not (mode_rhat > rhat_threshold).any() and not within_bad.any()
-    if num_modes > 1 and within_ok and (rhat > rhat_threshold).any():
-        fractions = ", ".join(f"{c / counts.sum():.0%}" for c in counts)
-        notes.append(
-            f"across-chain R-hat up to {np.nanmax(rhat):.3g} is explained by {num_modes} separated modes "
-            f"(chains per mode: {', '.join(map(str, counts))}), each well mixed (within-mode R-hat "
-            f"{np.nanmax(mode_rhat):.3g} <= {rhat_threshold}); the chains' time in each mode ({fractions} of the "
-            f"chains) comes from the initialisation unless the kernel jumps between modes (RWMH's independence "
-            f"moves do; HMC, NUTS and the plain random walk do not)"
-        )
-    elif not within_ok or (rhat > rhat_threshold).any():
-        if num_modes <= 1:
-            warn.append(f"R-hat above {rhat_threshold} for {_names(rhat, rhat_threshold, labels)}: the chains "
-                        "disagree (not converged, shifted or drifting chains); they form one mode, so this is "
-                        "not explained by separated modes; run a longer warm-up, or HMC (method='hmc') if RWMH "
-                        "samples more than a few parameters")
-        else:
-            detail = "; ".join(
-                f"mode {m} ({counts[m]} chains): R-hat {np.nanmax(cluster_rhat[m]):.3g}"
-                for m in range(num_modes) if counts[m] > 1
-            )
-            warn.append(f"R-hat above {rhat_threshold} (across chains up to {np.nanmax(rhat):.3g}), not explained "
-                        f"by separated modes: {num_modes} modes found, but within them R-hat is "
-                        f"{_names(mode_rhat, -np.inf, labels)} ({detail}); chains within a mode disagree or "
-                        "drift (slow mixing or too few draws per chain; HMC mixes faster than RWMH beyond a "
-                        "few parameters)")
-
-    lone = np.isin(mode_labels, np.flatnonzero(counts == 1)) if num_modes > 1 else np.zeros(num, bool)
-    if lone.any():
-        warn.append(f"chains {_ids(lone)} sit alone, more than {separation:g} within-chain standard deviations "
-                    "from every other chain: a mode found by one chain only, or a chain stuck in a local "
-                    "region; check their log density, or run more chains")
-    drifting = lone & (s["chain_rhat"] > CHAIN_RHAT_THRESHOLD).any(1)
-    if drifting.any():
-        warn.append(f"lone chains {_ids(drifting)} are not stationary (R-hat of their quarters above "
-                    f"{CHAIN_RHAT_THRESHOLD})")
-
+    rhat_warnings, notes = _rhat_messages(rhat, mode_rhat, cluster_rhat, counts, rhat_threshold, labels)
+    warn += rhat_warnings
+    warn += _lone_chain_warnings(mode_labels, counts, s["chain_rhat"], separation)
     ess = np.minimum(s["mode_ess_bulk"], s["mode_ess_tail"])
     if (ess < min_ess).any():
         where = "within modes" if num_modes > 1 else "across chains"
