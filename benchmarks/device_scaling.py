@@ -148,7 +148,7 @@ def worker(args) -> dict:
     bank = simulate(jax.random.PRNGKey(0), task, args.num_simulations, progress=False)
     estimator, _ = fit(jax.random.PRNGKey(1), bank, hidden_features=(64, 64, 64), max_epochs=1, progress=False)
     rows = []
-    for layout in args.layouts.split(","):
+    for layout in [] if args.training_only else args.layouts.split(","):
         observations, num_chains = (int(v) for v in layout.split("x"))
         xs = simulate(jax.random.PRNGKey(2), task, observations, progress=False).x
         for method in args.methods.split(","):
@@ -197,23 +197,29 @@ def main(argv=None):
     parser.add_argument("--output", default=os.path.join(HERE, "results", "device_scaling_cpu.json"))
     parser.add_argument("--append", action="store_true",
                         help="keep the runs of other device counts already in --output")
+    parser.add_argument("--training-only", action="store_true",
+                        help="measure training only; with --append the saved sampling rows are kept")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
         print(json.dumps(worker(args)))
         return None
     counts = [int(v) for v in args.devices.split(",")]
-    runs = []
+    runs, saved = [], {}
     if args.append and os.path.exists(args.output):
         with open(args.output) as f:
-            runs = [run for run in json.load(f)["runs"] if run["devices"] not in counts]
+            saved = {run["devices"]: run for run in json.load(f)["runs"]}
+        runs = [run for d, run in saved.items() if d not in counts]
     for d in counts:
         env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={d}", JAX_PLATFORMS="cpu",
                    PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
         argv_d = [a for a in (argv if argv is not None else sys.argv[1:])] + ["--worker"]
         done = subprocess.run([sys.executable, os.path.abspath(__file__), *argv_d], env=env, text=True,
                               stdout=subprocess.PIPE, check=True)
-        runs.append(json.loads(done.stdout.strip().splitlines()[-1]))
+        run = json.loads(done.stdout.strip().splitlines()[-1])
+        if args.training_only and d in saved:  # the saved sampling rows, the new training row
+            run = dict(saved[d], training=run["training"])
+        runs.append(run)
     import jax
 
     result = dict(machine=f"{os.cpu_count()} CPU cores ({platform.machine()}), forced XLA host devices sharing "
