@@ -709,15 +709,6 @@ def _outside_training(estimator, x_obs, iid: bool) -> bool:
     return outside
 
 
-def _local_mesh():
-    """The devices one process samples on: all of them alone (``None``), or this process's own
-    devices when several processes each sample their share of the chains (a mesh over every
-    process's devices would make one program of their different inputs)."""
-    import jax
-
-    return jax.local_devices() if jax.process_count() > 1 else None
-
-
 def _run_sampler(args, task, estimator, plan: dict, key, timings):
     """The posterior draws of ``plan``'s observation, as NumPy arrays; refuses non-finite draws."""
     import jax
@@ -733,7 +724,7 @@ def _run_sampler(args, task, estimator, plan: dict, key, timings):
         post = sample_posterior(key, estimator, task.prior, plan["x_obs"], method=sampler["method"],
                                 num_samples=args.num_samples, num_chains=args.num_chains,
                                 num_warmup=args.num_warmup, thin=sampler["thin"], iid=plan["iid"],
-                                independence_prob=sampler["independence_prob"], mesh=_local_mesh())
+                                independence_prob=sampler["independence_prob"])
         post = jax.tree.map(np.asarray, post)
     if not np.isfinite(post.samples).all():
         raise ValueError("the sampler returned non-finite draws; the estimator's log-ratio is not finite on the "

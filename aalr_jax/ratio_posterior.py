@@ -139,8 +139,9 @@ class Posterior:
                 ``max(10_000, 10 * num_chains)``.
             strict: raise instead of warning when an observation lies outside the training data.
             mesh: devices to lay the ``k × num_chains`` chains over (:func:`aalr_jax.sharding.resolve_mesh`):
-                ``None`` all devices when there are several, ``False`` one device, a number of
-                devices, a device sequence or a one-axis mesh. ``k · num_chains`` must be a
+                ``None`` all devices of this process when there are several (in a multi-process
+                run each process samples the observations it passes), ``False`` one device, a
+                number of devices, a device sequence or a one-axis mesh. ``k · num_chains`` must be a
                 multiple of the device count (see :func:`aalr_jax.chains.chain_mesh`); the results
                 stay on the devices, split as the chains are.
             **options: sampler fields, e.g. ``num_integration_steps=5`` (see ``resolve_sampler``).
@@ -162,14 +163,22 @@ class Posterior:
             raise TypeError(f"strict must be True or False, got {strict!r}")
         outside = ood.check_observations(self.estimator, self.x_obs, iid=self.iid, strict=strict)
         batched = self if self.batch_shape else self.replace(x_obs=self.x_obs[None], features=self.features[None])
-        grid = chains.chain_mesh(sharding.resolve_mesh(mesh), batched.x_obs.shape[0], settings.num_chains,
-                                 explicit=mesh is not None)
+        grid = chains.chain_mesh(sharding.resolve_mesh(_sampling_devices(mesh)), batched.x_obs.shape[0],
+                                 settings.num_chains, explicit=mesh is not None)
         if grid is not None:
             rng_key, batched = _place(rng_key, batched, grid)
         stats = chains.sample_batch(rng_key, batched, sampler, settings, grid)
         samples, stats = chains.interleave(stats, num_samples, not self.batch_shape, grid)
         return chains.PosteriorSamples(samples, *stats, outside_training=outside, sampler=sampler, thin=settings.thin,
                                        num_warmup=settings.num_warmup, num_chains=settings.num_chains)
+
+
+def _sampling_devices(mesh):
+    """``mesh``, with the default (``None``) meaning this process's devices: sampling takes each
+    process's own observations, unlike training, whose default mesh spans every process."""
+    if mesh is None and jax.process_count() > 1:
+        return jax.local_devices()
+    return mesh
 
 
 def _place(rng_key, posterior: Posterior, grid):

@@ -61,9 +61,11 @@ def sample_posterior(rng_key: jax.Array, estimator, prior, x_obs, *, method="aut
         strict: raise a ``ValueError`` (instead of an ``OutOfDistributionWarning``) when an
             observation lies outside the estimator's training data (:mod:`aalr_jax.ood`).
         mesh: devices for the ``k × num_chains`` chains (:meth:`Posterior.sample
-            <aalr_jax.ratio_posterior.Posterior.sample>`): ``None`` all devices when there are
-            several, ``False`` one device, a number of devices, a device sequence or a one-axis
-            :class:`jax.sharding.Mesh`. ``k · num_chains`` must be a multiple of the device count.
+            <aalr_jax.ratio_posterior.Posterior.sample>`): ``None`` all of this process's devices when
+            there are several (the largest number of them that divides ``k · num_chains``, with a
+            warning when that is not all), ``False`` one device, a number of devices, a device
+            sequence or a one-axis :class:`jax.sharding.Mesh` (then ``k · num_chains`` must be a
+            multiple of its size).
         **options: sampler fields (:class:`~aalr_jax.samplers.RWMH`: ``independence_prob``,
             ``independence_components``, ``independence_bandwidth``, ``independence_defensive``;
             :class:`~aalr_jax.samplers.HMC`: ``num_integration_steps``;

@@ -173,3 +173,18 @@ def test_coverage_streams_each_device_block_of_samples_to_disk(tmp_path):
     np.testing.assert_allclose(stored, out["credibility"], atol=1e-6)
     again = sample_credibility(model, task.prior, x, theta, samples)
     np.testing.assert_allclose(again, out["credibility"], atol=1e-6)
+
+
+def test_default_mesh_in_a_multi_process_run_is_this_process_s_devices(monkeypatch):
+    """Sampling takes each process's own observations: the default mesh stays on the process's
+    devices (a mesh over every process's devices would join their different inputs into one
+    program), while an explicit mesh is kept as given."""
+    import jax
+
+    from aalr_jax import ratio_posterior
+
+    assert ratio_posterior._sampling_devices(None) is None  # one process: resolve_mesh decides
+    monkeypatch.setattr(jax, "process_count", lambda: 2)
+    assert ratio_posterior._sampling_devices(None) == jax.local_devices()
+    assert ratio_posterior._sampling_devices(False) is False
+    assert ratio_posterior._sampling_devices(4) == 4
