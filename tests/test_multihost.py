@@ -90,7 +90,6 @@ def _wait(procs, tmp_path, timeout: float) -> None:
                 proc.wait()
 
 
-@pytest.mark.slow
 def test_two_processes_train_in_lockstep_and_agree_with_one(tmp_path):
     port = _free_port()
     procs = {f"process{i}": _launch(tmp_path, f"process{i}", {
