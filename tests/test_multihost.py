@@ -16,7 +16,6 @@ import sys
 import time
 
 import numpy as np
-import pytest
 
 WORKER = r"""
 import inspect, json, os, sys
