@@ -264,8 +264,8 @@ def sample_batch(rng_key, posterior, sampler, settings: RunSettings, mesh=None):
     With a ``mesh`` from :func:`chain_mesh` the ``(k, C)`` chains are laid over its devices
     (observations along :data:`MESH_AXES` ``[0]``, chains along ``[1]``) and XLA partitions the
     program; the pooled RWMH metric of one observation's chains becomes a reduction across the
-    devices that hold them. The keys do not depend on the mesh (see the module docstring for how
-far the values do).
+    devices that hold them. The keys do not depend on the mesh (the module docstring says how far
+    the values do).
 
     Returns:
         ``(chains (k, C, S, d), acceptance_rate, num_divergent, step_size (k, C), rhat, ess (k, d))``,
