@@ -115,6 +115,16 @@ _exponent = _in_unit_interval("an exponent")
 _decay = _in_unit_interval("a decay", include_one=False)
 
 
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not (value > 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text!r}")
+    return value
+
+
 def _widths(text: str) -> tuple:
     try:
         return tuple(_positive_int(part) for part in text.split(","))
@@ -154,6 +164,9 @@ def _add_training_options(parser) -> None:
                        help="upper bound on training epochs (default: %(default)s)")
     group.add_argument("--patience", type=_positive_int, default=50, metavar="P",
                        help="stop after this many epochs without a lower validation loss (default: %(default)s)")
+    group.add_argument("--time-budget", type=_seconds, default=None, metavar="SECONDS",
+                       help="stop training before the epoch that would end past this many seconds, keeping the "
+                            "best network so far (per network with --ensemble; default: no limit)")
     group.add_argument("--batch-size", type=_positive_int, default=None, metavar="B",
                        help="simulations per minibatch (default: n_train // 16 clipped to [64, 512])")
     group.add_argument("--hidden", type=_widths, default=(128, 128, 128), metavar="W1,W2,...",
@@ -646,6 +659,7 @@ def _training_record(history) -> dict:
         "best_epoch": int(history.best_epoch),
         "best_validation_loss": _json_number(history.validation_loss[history.best_epoch]),
         "stopped_early": bool(history.stopped_early),
+        "stop_reason": history.stop_reason,
     }
 
 
@@ -661,7 +675,7 @@ def _train(args, bank, task, timings) -> tuple:
         options = dict(hidden_features=args.hidden, embedding=args.embedding, batch_size=args.batch_size,
                        max_epochs=args.max_epochs, patience=args.patience, num_negatives=args.num_negatives,
                        ratio_weighting=ratio_weighting, ema_decay=args.ema_decay, quadratic=args.quadratic,
-                       progress=not args.quiet)
+                       progress=not args.quiet, time_budget=args.time_budget)
         if args.ensemble == 1:
             result = fit(_key(args, "train"), bank, **options)
             histories = [result.history]

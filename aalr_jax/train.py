@@ -313,10 +313,11 @@ class _Schedule(NamedTuple):
     max_epochs: int
     patience: int
     ema_decay: float | None
+    time_budget: float | None = None
 
 
 def _checked_schedule(optimizer, learning_rate, batch_size, max_epochs, patience, ema_decay,
-                      mesh: Mesh | None) -> _Schedule:
+                      mesh: Mesh | None, time_budget=None) -> _Schedule:
     """The training schedule's arguments, checked (a given ``batch_size`` against the mesh too)."""
     if optimizer is not None and learning_rate is not None:
         raise ValueError("give either optimizer or learning_rate, not both: learning_rate sets the peak rate "
@@ -334,6 +335,8 @@ def _checked_schedule(optimizer, learning_rate, batch_size, max_epochs, patience
         patience=positive_int("patience", patience),
         ema_decay=None if ema_decay is None else check_number("ema_decay", ema_decay, low=0.0, high=1.0,
                                                               high_open=True),
+        time_budget=None if time_budget is None else check_number("time_budget", time_budget, low=0.0,
+                                                                  low_open=True),
     )
 
 
@@ -357,7 +360,8 @@ def _resolved(schedule: _Schedule, loss: LossConfig, num_train: int, num_val: in
         return schedule._replace(batch_size=batch_size, ema_decay=ema_decay)
     learning_rate = default_learning_rate(batch_size) if schedule.learning_rate is None else schedule.learning_rate
     optimizer = optax.adamw(optax.cosine_decay_schedule(learning_rate, steps, alpha=0.01), weight_decay=0.0)
-    return _Schedule(optimizer, learning_rate, batch_size, schedule.max_epochs, schedule.patience, ema_decay)
+    return schedule._replace(optimizer=optimizer, learning_rate=learning_rate, batch_size=batch_size,
+                             ema_decay=ema_decay)
 
 
 # ---------------------------------------------------------------- fit
@@ -371,13 +375,15 @@ class TrainHistory(NamedTuple):
             minibatches, on the footing of ``validation_loss``.
         validation_loss: ``(num_epochs,)`` plain loss on the validation bank (:func:`evaluate`).
         best_epoch: the epoch whose parameters are returned.
-        stopped_early: whether ``patience`` ended training before ``max_epochs``.
+        stopped_early: whether training ended before ``max_epochs`` (see ``stop_reason``).
         seconds: wall time of the epochs.
         ema_decay: β of the parameters' average used (0: the iterates).
         train_objective: ``(num_epochs,)`` mean of the minimised objective (ratio weights, K
             negatives, balanced penalty).
         batch_size: the batch size used.
         learning_rate: the peak learning rate of the default optimizer (None when one was given).
+        stop_reason: ``"patience"`` (no lower validation loss for ``patience`` epochs),
+            ``"max_epochs"`` or ``"time_budget"`` (the next epoch would have overrun it).
     """
 
     train_loss: np.ndarray
@@ -389,6 +395,7 @@ class TrainHistory(NamedTuple):
     train_objective: np.ndarray | None = None
     batch_size: int | None = None
     learning_rate: float | None = None
+    stop_reason: str | None = None
 
 
 class FitResult(NamedTuple):
@@ -451,14 +458,35 @@ def _train(rng_key, trainer: Trainer, estimator, run_epoch: Callable, val: Simul
         if val_loss < best_loss:
             best_loss, best_epoch, best = val_loss, i, current
         bar.set_postfix(train=f"{rows[-1][0]:.4f}", val=f"{val_loss:.4f}", best=best_epoch)
-        if i - best_epoch >= schedule.patience:
+        reason = _stop_reason(i, best_epoch, schedule, time.perf_counter() - start, mesh)
+        if reason is not None:
             break
     bar.close()
     train_loss, validation_loss, train_objective = (np.asarray(c) for c in zip(*rows))
     history = TrainHistory(train_loss, validation_loss, best_epoch, len(rows) < schedule.max_epochs,
                            time.perf_counter() - start, float(schedule.ema_decay), train_objective,
-                           schedule.batch_size, schedule.learning_rate)
+                           schedule.batch_size, schedule.learning_rate, reason)
     return FitResult(best, history)
+
+
+def _stop_reason(epoch: int, best_epoch: int, schedule: _Schedule, elapsed: float, mesh: Mesh | None):
+    """Why training stops after ``epoch`` (0-based), or None to go on.
+
+    The time budget stops training when one more epoch, at the mean epoch time so far, would end
+    past it. Processes that train in lockstep take process 0's clock, so they stop together.
+    """
+    if epoch - best_epoch >= schedule.patience:
+        return "patience"
+    if epoch + 1 >= schedule.max_epochs:
+        return "max_epochs"
+    if schedule.time_budget is None:
+        return None
+    over = elapsed * (epoch + 2) / (epoch + 1) > schedule.time_budget
+    if _spans_processes(mesh):
+        from jax.experimental import multihost_utils
+
+        over = bool(multihost_utils.broadcast_one_to_all(np.asarray(over)))
+    return "time_budget" if over else None
 
 
 # ---------------------------------------------------------------- devices and processes
@@ -608,7 +636,10 @@ def fit(
             ``embedding_features``, ``theta_bound``, ``quadratic``) and of ``loss``
             (``ratio_weighting``, ``balance``, ``num_negatives``) as flat keywords, applied on top
             of ``network`` and ``loss``; ``progress`` (default True: a progress bar with the train
-            and validation losses); ``validation_fraction`` or ``validation_bank``, the two forms of
+            and validation losses); ``time_budget``, seconds > 0 of training: it stops before the
+            epoch that would overrun them (``history.stop_reason == "time_budget"``), keeping the
+            best estimator so far; the learning rate still decays over ``max_epochs``, so fewer
+            ``max_epochs`` that fit the budget train better than a budget that cuts the schedule; ``validation_fraction`` or ``validation_bank``, the two forms of
             ``validation`` by name. Any other name is a ``TypeError``.
 
     Returns:
@@ -633,12 +664,14 @@ def fit(
     """
     rng_key = check_key("rng_key", rng_key)
     progress = options.pop("progress", True)
+    time_budget = options.pop("time_budget", None)
     mesh = resolve_mesh(mesh)
     on_disk = getattr(bank, "is_store", False)
     bank = bank if on_disk else _checked_bank(bank)
     held_out = _held_out(validation, options, bank)
     network, loss = _configs(network, loss, options, bank)
-    schedule = _checked_schedule(optimizer, learning_rate, batch_size, max_epochs, patience, ema_decay, mesh)
+    schedule = _checked_schedule(optimizer, learning_rate, batch_size, max_epochs, patience, ema_decay, mesh,
+                                 time_budget)
     bank, held_out = _global_inputs(bank, held_out, mesh)
     key_split, key_init, key_epochs = jax.random.split(rng_key, 3)
     if on_disk:

@@ -312,6 +312,19 @@ def test_train_an_ensemble_then_sample_with_it(trained, tmp_path, capsys):
     assert code == 2 and "expected a decay in [0, 1), got '1'" in err
 
 
+def test_time_budget_stops_training_and_is_recorded(trained, tmp_path, capsys):
+    """--time-budget: a budget shorter than one epoch trains one epoch and says why it stopped;
+    a non-positive budget is a usage error."""
+    bank = trained.parent / "bank.npz"
+    _run_ok(["train", "--bank", bank, "--output", tmp_path / "t", "--max-epochs", "50", "--patience", "50",
+             "--time-budget", "1e-6", "--quiet"], capsys)
+    training = io.load_metadata(tmp_path / "t" / "estimator.npz")["metadata"]["training"]
+    assert (training["epochs"], training["stop_reason"], training["stopped_early"]) == (1, "time_budget", True)
+    code, err = _error(["train", "--bank", bank, "--output", tmp_path / "bad", "--time-budget", "0", "--quiet"],
+                       capsys)
+    assert code == 2 and "expected a positive number of seconds, got '0'" in err
+
+
 def test_independence_moves_are_recorded_and_can_be_turned_off(trained, tmp_path, capsys):
     """Default rwmh on 2 parameters: independence moves (p = 0.9) at thin 5; ``--independence-prob 0``
     is the plain random walk at thin 10. Both are written to summary.json; bad values are refused."""

@@ -250,6 +250,26 @@ def test_early_stopping_keeps_best_parameters(gl3):
         assert len(train_val) - 1 - refit.history.best_epoch == 2
 
 
+def test_time_budget_stops_before_the_epoch_that_would_overrun_it(small_bank):
+    """Each stop is named in the history; the budget stops training once the mean epoch time says
+    the next epoch would end past it, and never before the first epoch."""
+    key = jax.random.PRNGKey(2)
+    full = fit(key, small_bank, max_epochs=6, patience=100, progress=False).history
+    assert (full.stop_reason, len(full.train_loss), full.stopped_early) == ("max_epochs", 6, False)
+    patient = fit(key, small_bank, max_epochs=50, patience=1, progress=False).history
+    assert patient.stop_reason == "patience" and len(patient.train_loss) - 1 - patient.best_epoch == 1
+    tiny = fit(key, small_bank, max_epochs=6, patience=100, time_budget=1e-6, progress=False).history
+    assert (tiny.stop_reason, len(tiny.train_loss), tiny.stopped_early) == ("time_budget", 1, True)
+    # the same first epoch as without a budget (same schedule): the budget only decides when to stop
+    np.testing.assert_allclose(tiny.train_loss, full.train_loss[:1], rtol=1e-6)
+    per_epoch = full.seconds / 6
+    budget = 3.5 * per_epoch + 0.05
+    timed = fit(key, small_bank, max_epochs=10_000, patience=10_000, time_budget=budget, progress=False).history
+    assert timed.stop_reason == "time_budget" and len(timed.train_loss) < 10_000
+    # it stops within the epoch after the mean time says the budget is near (CI load varies: margin)
+    assert timed.seconds <= budget + 3 * timed.seconds / len(timed.train_loss) + 0.2, (timed.seconds, budget)
+
+
 def test_fit_accepts_any_optax_transformation_and_is_reproducible():
     task = gaussian_linear.make(dim=2)
     bank = simulate(jax.random.PRNGKey(0), task, 2000, progress=False)
@@ -309,6 +329,7 @@ def small_bank():
         (dict(ratio_weighting=1.5), r"ratio_weighting must be a finite number in \[0, 1\], got 1.5"),
         (dict(ema_decay=1.0), r"ema_decay must be a finite number in \[0, 1\), got 1.0"),
         (dict(ema_decay=float("nan")), r"ema_decay must be a finite number in \[0, 1\), got nan"),
+        (dict(time_budget=0), r"time_budget must be a finite number in \(0, inf\), got 0"),
         (dict(batch_size=64, num_negatives=64), r"num_negatives must be smaller than batch_size \(64\), got 64"),
         (dict(activation="sigmoid"), "activation must be one of"),
         (dict(quadratic=1), "quadratic must be True or False, got 1"),
