@@ -193,13 +193,13 @@ def markdown(rows: list[dict], meta: dict) -> str:
     lines = [f"{meta.get('num_samples')} samples per observation, seed {meta.get('seed')}. Machines (timings differ):"]
     lines += [f"- {marks[m] or 'unmarked'}: {m[0]} ({m[1]} CPU cores), jax {m[2]}" for m in machines] + [
              "",
-             "| task | sims | AALR (ours) | sampler | options | NRE | NRE-C | NPE | sbi NRE_A | targets | simulate s | train s | sample s | C2ST s |",
-             "| --- | ---: | ---: | --- | --- | ---: | ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: |"]
+             "| task | sims | observations | AALR (ours) | sampler | options | NRE | NRE-C | NPE | sbi NRE_A | targets | simulate s | train s | sample s | C2ST s |",
+             "| --- | ---: | --- | ---: | --- | --- | ---: | ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: |"]
     order = {name: i for i, name in enumerate(SBIBM_TASKS)}
     for row in sorted(rows, key=lambda r: (order.get(r["task"], 99), r["num_simulations"])):
         pub, sec = row["published"], row["seconds"]
         lines.append(
-            f"| {row['task']} | {row['num_simulations']:,}{marks[row['device'], row['cpu_count'], row['jax']]} | {row['c2st_mean']:.3f} ± {row['c2st_std']:.3f}"
+            f"| {row['task']} | {row['num_simulations']:,}{marks[row['device'], row['cpu_count'], row['jax']]} | {observations_label(row['observations'])} | {row['c2st_mean']:.3f} ± {row['c2st_std']:.3f}"
             f"{JAX_MARK if row.get('c2st_backend') == 'jax' else ''} | {sampler_label(row)} | {options_label(row)} | "
             f"{fmt(pub.get('NRE'))} | {fmt(pub.get('NRE-C'))} | {fmt(pub.get('NPE'))} | {sbi_column(row)} | {', '.join(targets(row))} | "
             + " | ".join(f"{sec[k]:.0f}" for k in ("simulate", "train", "sample", "c2st")) + " |")
@@ -213,6 +213,13 @@ def markdown(rows: list[dict], meta: dict) -> str:
         lines += ["", f"{JAX_MARK} C2ST by the JAX backend of `aalr_jax.diagnostics.c2st` (sbibm's classifier, folds "
                   "and stopping rule re-implemented in JAX); the other rows by scikit-learn, as sbibm."]
     return "\n".join(lines) + "\n"
+
+
+def observations_label(observations: list[int]) -> str:
+    """sbibm's observation numbers of a row: ``1–10`` for a run of consecutive ones, else listed."""
+    if observations == list(range(observations[0], observations[0] + len(observations))):
+        return f"{observations[0]}–{observations[-1]}" if len(observations) > 1 else str(observations[0])
+    return ", ".join(map(str, observations))
 
 
 def sbi_column(row: dict) -> str:
