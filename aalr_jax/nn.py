@@ -112,7 +112,10 @@ class NetworkConfig(NamedTuple):
         theta_bound: ``b`` of the head's bounded θ input (see the module docstring); ``None``
             feeds ``z(θ)`` unbounded (estimator files without the key load that way).
         quadratic: add the learned quadratic terms in θ, ``θ̃ᵀ A u``, to the logit (see the module
-            docstring); estimator files without the key load without them.
+            docstring). None (the default) leaves the choice to :func:`aalr_jax.train.fit`, which
+            decides on held-out loss and stores True or False in the estimator's config; a network
+            built from None directly (:func:`init_estimator`) has no terms. Estimator files
+            without the key load without them.
     """
 
     theta_dim: int | None = None
@@ -122,7 +125,7 @@ class NetworkConfig(NamedTuple):
     embedding: str = "flatten"
     embedding_features: int = 64
     theta_bound: float | None = 10.0
-    quadratic: bool = False
+    quadratic: bool | None = None
 
     def validate(self) -> "NetworkConfig":
         """``self`` if every field is usable, else a ``ValueError`` naming the field."""
@@ -143,8 +146,8 @@ class NetworkConfig(NamedTuple):
         if bound is not None and (isinstance(bound, bool) or not isinstance(bound, (int, float))
                                   or not math.isfinite(bound) or bound <= 0):
             raise ValueError(f"theta_bound must be a positive finite number or None, got {bound!r}")
-        if not isinstance(self.quadratic, bool):
-            raise ValueError(f"quadratic must be True or False, got {self.quadratic!r}")
+        if self.quadratic is not None and not isinstance(self.quadratic, bool):
+            raise ValueError(f"quadratic must be True, False or None (fit chooses), got {self.quadratic!r}")
         return self
 
 
@@ -461,7 +464,7 @@ class RatioNetwork(nnx.Module):
             config.activation,
             rngs=rngs,
         )
-        self.quadratic = config.quadratic
+        self.quadratic = bool(config.quadratic)
         if config.quadratic:  # A of θᵀ A u, zero at first: training starts from the plain MLP
             p = config.theta_dim + self.embedding.num_features
             self.quad = nnx.Linear(p, config.theta_dim, use_bias=False, kernel_init=nnx.initializers.zeros,
@@ -598,8 +601,10 @@ class RatioEnsemble:
 
 
 def init_estimator(rng_key: jax.Array, config: NetworkConfig, standardization: Standardization) -> RatioEstimator:
-    """A freshly initialised estimator (weights drawn from ``rng_key``)."""
+    """A freshly initialised estimator (weights drawn from ``rng_key``); ``quadratic=None`` in
+    ``config`` builds it without the quadratic terms (its config then says False)."""
     config = config.validate()
+    config = config._replace(quadratic=bool(config.quadratic))
     seed = jax.random.randint(rng_key, (), 0, 2**31 - 1)
     _, params = nnx.split(RatioNetwork(config, rngs=nnx.Rngs(params=int(seed))))
     return RatioEstimator(config, params, standardization)

@@ -16,6 +16,8 @@ The pieces, each a pure function or a builder of pure functions:
 * :func:`evaluate`: the plain loss on a bank in fixed batches.
 * :func:`fit`: checks every argument, splits off a validation bank, trains until the validation
   loss has not improved for ``patience`` epochs and returns the best estimator with its history.
+  What the user leaves to it, it chooses on the held-out split (:func:`quadratic_candidates`:
+  the network with or without quadratic terms in θ) and records in ``history.choices``.
 
 :func:`fit_ensemble` trains M such estimators on one training/validation split, each from its own
 initialisation and minibatch order, and averages their logits (:class:`aalr_jax.nn.RatioEnsemble`).
@@ -54,7 +56,8 @@ from aalr_jax.validation import check_key, check_number, check_real_array, posit
 
 __all__ = ["DEFAULT_RATIO_WEIGHTING", "AverageState", "EnsembleFitResult", "FitResult", "LossConfig", "ParamAverage",
            "TrainHistory", "TrainInfo", "TrainState", "Trainer", "build_trainer", "default_batch_size",
-           "default_ema_decay", "default_learning_rate", "evaluate", "fit", "fit_ensemble", "param_average"]
+           "default_ema_decay", "default_learning_rate", "evaluate", "fit", "fit_ensemble", "param_average",
+           "quadratic_candidates", "AUTO_QUADRATIC_MAX_TRAIN_CPU"]
 
 
 # ---------------------------------------------------------------- parameter averaging
@@ -364,6 +367,49 @@ def _resolved(schedule: _Schedule, loss: LossConfig, num_train: int, num_val: in
                              ema_decay=ema_decay)
 
 
+# ---------------------------------------------------------------- automatic choices
+
+AUTO_QUADRATIC_MAX_TRAIN_CPU = 50_000
+"""Training simulations above which :func:`fit`, on a CPU, does not try the quadratic terms."""
+
+
+def quadratic_candidates(quadratic: bool | None, num_train: int) -> tuple[tuple, str | None]:
+    """The settings of ``quadratic`` that :func:`fit` trains, and why.
+
+    A given True or False is trained alone. For None (the default) ``fit`` trains the network
+    without and with the quadratic terms and keeps the one with the lower held-out loss, which
+    doubles training; on a CPU it does so only up to :data:`AUTO_QUADRATIC_MAX_TRAIN_CPU` training
+    simulations and above that trains without them, so that a bank of 10^5 trains in the time of
+    one network (on an accelerator both candidates are cheap at any size).
+
+    Returns:
+        ``(candidates, reason)``: a tuple of booleans, and for None a sentence for the history.
+    """
+    if quadratic is not None:
+        return (quadratic,), None
+    if jax.default_backend() == "cpu" and num_train > AUTO_QUADRATIC_MAX_TRAIN_CPU:
+        return (False,), (f"{num_train} training simulations on a CPU, above {AUTO_QUADRATIC_MAX_TRAIN_CPU}: "
+                          "trained without the quadratic terms only")
+    return (False, True), "trained without and with the quadratic terms; kept the lower held-out loss"
+
+
+def _chosen(results: list, candidates: tuple, reason: str) -> "FitResult":
+    """The candidate with the lowest best validation loss, its history recording the choice.
+
+    ``history.choices["quadratic"]`` holds the chosen value, the reason, and each candidate's best
+    held-out loss and seconds; ``history.seconds`` is the time of all candidates together.
+    """
+    losses = [float(np.min(r.history.validation_loss)) for r in results]
+    best = int(np.argmin(losses))
+    seconds = [r.history.seconds for r in results]
+    record = {"chosen": bool(candidates[best]), "reason": reason,
+              "validation_loss": {str(c): loss for c, loss in zip(candidates, losses)},
+              "seconds": {str(c): t for c, t in zip(candidates, seconds)}}
+    history = results[best].history
+    choices = dict(history.choices or {}) | {"quadratic": record}
+    return results[best]._replace(history=history._replace(seconds=float(sum(seconds)), choices=choices))
+
+
 # ---------------------------------------------------------------- fit
 
 
@@ -384,6 +430,9 @@ class TrainHistory(NamedTuple):
         learning_rate: the peak learning rate of the default optimizer (None when one was given).
         stop_reason: ``"patience"`` (no lower validation loss for ``patience`` epochs),
             ``"max_epochs"`` or ``"time_budget"`` (the next epoch would have overrun it).
+        choices: what :func:`fit` chose by itself, by name (``{"quadratic": {"chosen": bool,
+            "reason": str, "validation_loss": {"False": float, "True": float}, "seconds": {...}}}``,
+            see :func:`quadratic_candidates`), or None when every setting was given.
     """
 
     train_loss: np.ndarray
@@ -396,6 +445,7 @@ class TrainHistory(NamedTuple):
     batch_size: int | None = None
     learning_rate: float | None = None
     stop_reason: str | None = None
+    choices: dict | None = None
 
 
 class FitResult(NamedTuple):
@@ -610,8 +660,13 @@ def fit(
         rng_key: PRNG key (split, initialisation, minibatch order).
         bank: ``SimulationBank(theta (n, d), x (n, *x_shape))`` of finite real numbers.
         network: the architecture (:class:`aalr_jax.nn.NetworkConfig`); ``theta_dim`` and
-            ``x_shape`` come from the bank. Quadratic terms in θ (``quadratic=True``) help
-            likelihoods that are near-Gaussian in θ (see benchmarks/README.md "Choosing the defaults").
+            ``x_shape`` come from the bank. Its ``quadratic=None`` (the default) lets ``fit``
+            choose the quadratic terms in θ, which help likelihoods near-Gaussian in θ: it trains
+            the network without and with them (the same key: the same split, initial MLP and
+            minibatches) and keeps the lower held-out loss, recorded in ``history.choices``; on a
+            CPU above :data:`AUTO_QUADRATIC_MAX_TRAIN_CPU` training simulations it trains only
+            without them (:func:`quadratic_candidates`; benchmarks/README.md "Tuning the defaults:
+            quadratic terms"). True or False trains that network alone.
         loss: the objective (:class:`aalr_jax.losses.LossConfig`): ratio weighting α (default
             :data:`DEFAULT_RATIO_WEIGHTING`, chosen on fresh observations, see benchmarks/README.md
             "Choosing the defaults"; 0 is the paper's plain loss), balance λ, negatives K.
@@ -638,7 +693,8 @@ def fit(
             of ``network`` and ``loss``; ``progress`` (default True: a progress bar with the train
             and validation losses); ``time_budget``, seconds > 0 of training: it stops before the
             epoch that would overrun them (``history.stop_reason == "time_budget"``), keeping the
-            best estimator so far; the learning rate still decays over ``max_epochs``, so fewer
+            best estimator so far (when ``fit`` tries both quadratic settings, each has an equal share
+            of what is left of it); the learning rate still decays over ``max_epochs``, so fewer
             ``max_epochs`` that fit the budget train better than a budget that cuts the schedule; ``validation_fraction`` or ``validation_bank``, the two forms of
             ``validation`` by name. Any other name is a ``TypeError``.
 
@@ -681,11 +737,19 @@ def fit(
     else:
         data = _in_memory_data(key_split, bank, held_out, mesh)
     schedule = _resolved(schedule, loss, data.num_train, data.validation.num_simulations, mesh)
-    estimator = init_estimator(key_init, network, data.standardization)
     trainer = build_trainer(schedule.optimizer, schedule.batch_size, loss=loss, ema_decay=schedule.ema_decay,
                             mesh=False if mesh is None else mesh)
-    result = _train(key_epochs, trainer, estimator, data.epoch_fn(trainer, schedule.batch_size), data.validation,
-                    schedule, progress, mesh)
+    run_epoch = data.epoch_fn(trainer, schedule.batch_size)
+    candidates, reason = quadratic_candidates(network.quadratic, data.num_train)
+    budget = schedule.time_budget
+    results = []
+    for quadratic in candidates:  # the same key for each: the same split, initial MLP and minibatches
+        estimator = init_estimator(key_init, network._replace(quadratic=quadratic), data.standardization)
+        spent = sum(r.history.seconds for r in results)
+        share = schedule if budget is None else schedule._replace(time_budget=(budget - spent) / (
+            len(candidates) - len(results)))
+        results.append(_train(key_epochs, trainer, estimator, run_epoch, data.validation, share, progress, mesh))
+    result = _chosen(results, candidates, reason) if network.quadratic is None else results[0]
     return result if mesh is None else result._replace(estimator=_on_host(result.estimator))
 
 
@@ -703,7 +767,8 @@ def fit_ensemble(
 
     All members train on the same split of ``bank`` (held out once, a fraction ``validation``, unless
     ``validation`` is a bank) and differ in initialisation and minibatch order: member ``m`` gets
-    the key ``fold_in(rng_key, m)``. Averaging lowers the variance of the learned log-ratio, for M
+    the key ``fold_in(rng_key, m)``. When ``quadratic`` is left to :func:`fit`, the first member
+    chooses it and the others take its choice. Averaging lowers the variance of the learned log-ratio, for M
     times the training (see benchmarks/README.md "Choosing the defaults").
 
     Args:
@@ -746,6 +811,7 @@ def fit_ensemble(
                      progress=progress, **fit_kwargs)
         members.append(result.estimator)
         histories.append(result.history)
+        fit_kwargs = fit_kwargs | {"quadratic": result.estimator.config.quadratic}  # one architecture
     ensemble = RatioEnsemble.stack(members)
     if _spans_processes(mesh_):
         validation_bank = _on_host(validation_bank)

@@ -319,7 +319,7 @@ def finish_row(task, budget, observations, wheel, args, key, bank, times, estima
     return dict(task=task_name, num_simulations=budget, observations=list(observations),
                 c2st=scores, c2st_backend=args.c2st_backend, c2st_mean=float(np.mean(scores)), c2st_std=float(np.std(scores)),
                 method=post.sampler.name, device=jax.devices()[0].device_kind, cpu_count=os.cpu_count(), jax=jax.__version__,
-                thin=post.thin, independence_prob=getattr(post.sampler, "independence_prob", 0.0), members=len(histories), ema_decay=histories[0].ema_decay, defaults=bool(args.defaults), **recipe(args), theta_bound=estimator.config.theta_bound, quadratic=estimator.config.quadratic, epochs=[len(h.train_loss) for h in histories],
+                thin=post.thin, independence_prob=getattr(post.sampler, "independence_prob", 0.0), members=len(histories), ema_decay=histories[0].ema_decay, defaults=bool(args.defaults), **recipe(args), theta_bound=estimator.config.theta_bound, quadratic=estimator.config.quadratic, choices=[h.choices for h in histories], epochs=[len(h.train_loss) for h in histories],
                 best_epoch=[h.best_epoch for h in histories],
                 acceptance=float(np.mean(post.acceptance_rate)), seconds=times,
                 published=published(task_name, budget))

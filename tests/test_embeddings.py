@@ -115,7 +115,7 @@ def test_quadratic_form_by_hand():
     u = np.concatenate([bounded, (x - np.asarray(std.x_loc)) / np.asarray(std.x_scale)], -1)
     expected = np.asarray(plain.log_ratio(theta, x)) + np.einsum("nk,kj,nj->n", u, a, bounded)
     np.testing.assert_allclose(RatioEstimator(config, params, std).log_ratio(theta, x), expected, rtol=1e-4, atol=1e-4)
-    with pytest.raises(ValueError, match="quadratic must be True or False, got 'yes'"):
+    with pytest.raises(ValueError, match="quadratic must be True, False or None \(fit chooses\), got 'yes'"):
         NetworkConfig(2, (3,), quadratic="yes").validate()
 
 

@@ -332,7 +332,7 @@ def small_bank():
         (dict(time_budget=0), r"time_budget must be a finite number in \(0, inf\), got 0"),
         (dict(batch_size=64, num_negatives=64), r"num_negatives must be smaller than batch_size \(64\), got 64"),
         (dict(activation="sigmoid"), "activation must be one of"),
-        (dict(quadratic=1), "quadratic must be True or False, got 1"),
+        (dict(quadratic=1), "quadratic must be True, False or None \\(fit chooses\\), got 1"),
         (dict(theta_bound=float("nan")), "theta_bound must be a positive finite number or None, got nan"),
         (dict(network=NetworkConfig(theta_dim=3)), r"network.theta_dim is 3 but the bank has 2"),
     ],
@@ -409,3 +409,52 @@ def test_validation_takes_a_fraction_or_a_bank(small_bank):
     with pytest.raises(ValueError, match="validation must have the shapes of bank"):
         fit_ensemble(jax.random.PRNGKey(1), small_bank, 2, validation=SimulationBank(held.theta, held.x[:, :1]),
                      **kwargs)
+
+
+def _same_params(a, b) -> bool:
+    return all(np.array_equal(u, v) for u, v in zip(jax.tree.leaves(a.params), jax.tree.leaves(b.params)))
+
+
+def test_fit_chooses_the_quadratic_terms_by_held_out_loss(small_bank):
+    """By default fit trains the network without and with the quadratic terms and keeps the lower
+    held-out loss: the kept estimator is, parameter for parameter, what fit returns when told the
+    winning setting, and the history records both candidates' losses and times."""
+    key = jax.random.PRNGKey(4)
+    auto = fit(key, small_bank, max_epochs=20, progress=False)
+    given = {q: fit(key, small_bank, max_epochs=20, quadratic=q, progress=False) for q in (False, True)}
+    losses = {q: float(np.min(r.history.validation_loss)) for q, r in given.items()}
+    winner = min(losses, key=losses.get)
+    record = auto.history.choices["quadratic"]
+    assert record["chosen"] is winner and auto.estimator.config.quadratic is winner
+    assert record["validation_loss"] == {str(q): loss for q, loss in losses.items()}
+    assert losses[False] != losses[True]  # the terms change training: the comparison is not a tie
+    assert _same_params(auto.estimator, given[winner].estimator)
+    np.testing.assert_array_equal(auto.history.validation_loss, given[winner].history.validation_loss)
+    assert auto.history.seconds == pytest.approx(sum(record["seconds"].values()))
+    assert all(r.history.choices is None for r in given.values())  # nothing was left to choose
+
+
+def test_fit_trains_one_network_above_the_cpu_size_limit(small_bank, monkeypatch):
+    """Above the size limit on a CPU only the network without the terms trains (the same as
+    quadratic=False), and the history says why; on an accelerator both are tried at any size."""
+    import aalr_jax.train as train
+
+    monkeypatch.setattr(train, "AUTO_QUADRATIC_MAX_TRAIN_CPU", 100)
+    key = jax.random.PRNGKey(5)
+    auto = fit(key, small_bank, max_epochs=5, progress=False)
+    plain = fit(key, small_bank, max_epochs=5, quadratic=False, progress=False)
+    record = auto.history.choices["quadratic"]
+    assert record["chosen"] is False and list(record["validation_loss"]) == ["False"]
+    assert "above 100" in record["reason"] and _same_params(auto.estimator, plain.estimator)
+    assert train.quadratic_candidates(True, 10**6) == ((True,), None)
+    monkeypatch.setattr(train.jax, "default_backend", lambda: "gpu")
+    assert train.quadratic_candidates(None, 10**6)[0] == (False, True)
+
+
+def test_fit_ensemble_members_share_the_first_members_choice(small_bank):
+    """The first member chooses the quadratic terms; the others train with its choice, so the
+    members stack into one architecture."""
+    result = fit_ensemble(jax.random.PRNGKey(6), small_bank, 3, max_epochs=5, progress=False)
+    first = result.histories[0].choices["quadratic"]["chosen"]
+    assert result.estimator.config.quadratic is first
+    assert [h.choices for h in result.histories[1:]] == [None, None]
