@@ -88,6 +88,7 @@ def _config_from_json(cfg: Any) -> NetworkConfig:
         raise ValueError(f"config must be an object, got {type(cfg).__name__}")
     cfg = dict(cfg)
     cfg.setdefault("theta_bound", None)  # a file without the key holds a network trained on z(θ) unbounded
+    cfg.setdefault("quadratic", False)  # and one without this key a network without the quadratic terms
     for name in ("x_shape", "hidden_features"):
         if isinstance(cfg.get(name), list):
             cfg[name] = tuple(cfg[name])

@@ -120,10 +120,13 @@ def test_simulate_train_sample_through_files(trained, run_dir, tmp_path, capsys)
         assert f["theta"].shape == (2000, 2) and f["x"].shape == (2000, 2)
     assert load_bank_metadata(bank)["task"] == "two_moons"  # `train` read it: no --task was given
     assert io.load_metadata(trained)["metadata"]["task"] == "two_moons"
-    # fit's default network has no quadratic terms, and the file says so
-    assert io.load_metadata(trained)["metadata"]["training"]["quadratic"] is False
-    assert io.load_metadata(trained)["metadata"]["training"]["ratio_weighting"] == 0.5  # fit's default α
-    assert not io.load_estimator(trained).config.quadratic
+    # fit chose the quadratic terms on held-out loss: the file records both candidates and the choice
+    training = io.load_metadata(trained)["metadata"]["training"]
+    record = training["choices"]["quadratic"]
+    losses = record["validation_loss"]
+    assert record["chosen"] is (losses["True"] < losses["False"]) and set(losses) == {"False", "True"}
+    assert training["quadratic"] is record["chosen"] is io.load_estimator(trained).config.quadratic
+    assert training["ratio_weighting"] == 0.5  # fit's default α
     out, _ = _run_ok(["sample", "--estimator", trained, *SAMPLER, "--output", tmp_path], capsys)  # task from metadata
     assert str(tmp_path) in out
     for name in ("samples.npz", "corner.png", "summary.json"):
@@ -595,3 +598,11 @@ def test_train_and_sample_take_this_process_share(trained, tmp_path, no_process_
         assert data["chains"].shape[0] == 2 and data["samples"].shape[0] == 100
     summary = json.loads((out / "summary.process-1-of-2.json").read_text())
     assert summary["process"] == {"index": 1, "count": 2} and summary["sampler"]["num_chains"] == 2
+
+
+@pytest.mark.parametrize("flags, value", [([], None), (["--quadratic"], True), (["--no-quadratic"], False)])
+def test_quadratic_flag_leaves_the_choice_to_fit_unless_given(flags, value):
+    """No flag passes quadratic=None (fit chooses); --quadratic and --no-quadratic fix it."""
+    for command in (["train", "--bank", "b"], ["run"]):
+        args = cli.build_parser().parse_args([*command, *flags])
+        assert args.quadratic is value
