@@ -167,7 +167,10 @@ def options_label(row: dict) -> str:
     """The options of this script that train and sample the row as it was run, given the package's
     current defaults ("defaults" when there are none). A key missing from a row stands for the
     option's neutral value (α 0, the iterates, one negative, patience 50, unbounded θ input,
-    plain RWMH)."""
+    plain RWMH). A ``--defaults`` row takes no option; its label says what ``fit`` chose itself."""
+    if row.get("defaults"):
+        chosen = [h["quadratic"]["chosen"] for h in row.get("choices") or [] if h and "quadratic" in h]
+        return "defaults" + (" (fit chose the quadratic terms)" if any(chosen) else "")
     flags = [f"--ensemble {row['members']}"] if row.get("members", 1) > 1 else []
     flags += [f"--num-negatives {row['num_negatives']}"] if row.get("num_negatives", 1) > 1 else []
     alpha = row.get("ratio_weighting") or 0.0

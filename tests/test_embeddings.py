@@ -117,6 +117,10 @@ def test_quadratic_form_by_hand():
     np.testing.assert_allclose(RatioEstimator(config, params, std).log_ratio(theta, x), expected, rtol=1e-4, atol=1e-4)
     with pytest.raises(ValueError, match="quadratic must be True, False or None \(fit chooses\), got 'yes'"):
         NetworkConfig(2, (3,), quadratic="yes").validate()
+    # None (fit's choice) builds the plain network directly, and its config says so
+    unset = init_estimator(jax.random.PRNGKey(0), config._replace(quadratic=None), std)
+    assert unset.config.quadratic is False and set(unset.params) == {"head"}
+    np.testing.assert_allclose(unset.log_ratio(theta, x), plain.log_ratio(theta, x), rtol=1e-6)
 
 
 @pytest.mark.parametrize("name,x_shape", CASES[1:4])

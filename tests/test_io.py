@@ -14,7 +14,7 @@ import aalr_jax
 from aalr_jax import io
 from aalr_jax.nn import NetworkConfig, RatioEnsemble, RatioEstimator, Standardization, init_estimator
 
-CONFIG = NetworkConfig(theta_dim=3, x_shape=(4,), hidden_features=(16, 16))
+CONFIG = NetworkConfig(theta_dim=3, x_shape=(4,), hidden_features=(16, 16), quadratic=False)
 
 
 @pytest.fixture(scope="module")
