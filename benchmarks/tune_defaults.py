@@ -90,8 +90,11 @@ def candidates(budget: int) -> dict:
         "ratio 0.5 ema 0.9999": dict(ratio_weighting=0.5, ema_decay=0.9999),
         "ema 0.999": dict(ema_decay=0.999),
         "ensemble 8 ratio 0.5 ema 0.999": dict(num_members=8, ratio_weighting=0.5, ema_decay=0.999),
-        # learned quadratic terms in θ added to the logit (fit(quadratic=True); off by default)
+        # learned quadratic terms in θ added to the logit (fit(quadratic=True)); fit's default tries the
+        # network without and with them and keeps the lower held-out loss. Up to
+        # tune_defaults_quadratic.json, "default" trained without them: "no quadratic" here
         "quadratic": dict(quadratic=True),
+        "no quadratic": dict(quadratic=False),
         "ratio 0.5 quadratic": dict(ratio_weighting=0.5, quadratic=True),
     }
 
@@ -173,7 +176,7 @@ def main(argv=None):
                 if args.configs and label not in args.configs.split(","):
                     continue
                 start = time.perf_counter()
-                test_losses, best_vals, epochs, scores = [], [], 0, []
+                test_losses, best_vals, epochs, scores, chosen = [], [], 0, [], []
                 for seed in args.seeds:  # the training seed: its spread is the noise to beat
                     if "num_members" in kwargs:
                         estimator, histories, best_val = fit_ensemble(jax.random.PRNGKey(seed), bank, progress=False, **kwargs)
@@ -183,6 +186,7 @@ def main(argv=None):
                     test_losses.append(evaluate(estimator, test_bank))
                     best_vals.append(float(best_val))
                     epochs += sum(len(h.train_loss) for h in histories)
+                    chosen.append(histories[0].choices)  # what fit chose itself (None: nothing)
                     if args.observations:
                         if fresh is None:
                             fresh = fresh_observations(task, jax.random.PRNGKey(2000 + budget), args.observations,
@@ -195,7 +199,7 @@ def main(argv=None):
                            c2st_all=[list(map(float, v)) for v in scores],
                            c2st_per_seed=[float(np.mean(v)) for v in scores],
                            best_val=float(np.mean(best_vals)), test_loss=test_loss, test_loss_per_seed=test_losses,
-                           seeds=args.seeds, bayes_loss=bayes, epochs=epochs, train_seconds=seconds)
+                           seeds=args.seeds, bayes_loss=bayes, epochs=epochs, train_seconds=seconds, choices=chosen)
                 rows.append(row)
                 spread = f" ({' '.join(f'{v:.4f}' for v in test_losses)})" if len(test_losses) > 1 else ""
                 c2st_spread = f" ({' '.join(f'{v:.3f}' for v in row['c2st_per_seed'])})" if len(scores) > 1 else ""
