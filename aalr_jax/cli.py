@@ -166,7 +166,8 @@ def _add_training_options(parser) -> None:
                        help="stop after this many epochs without a lower validation loss (default: %(default)s)")
     group.add_argument("--time-budget", type=_seconds, default=None, metavar="SECONDS",
                        help="stop training before the epoch that would end past this many seconds, keeping the "
-                            "best network so far (per network with --ensemble; default: no limit)")
+                            "best network so far (shared equally by the networks fit chooses to train, per network with "
+                            "--ensemble M; default: no limit)")
     group.add_argument("--batch-size", type=_positive_int, default=None, metavar="B",
                        help="simulations per minibatch (default: n_train // 16 clipped to [64, 512])")
     group.add_argument("--hidden", type=_widths, default=(128, 128, 128), metavar="W1,W2,...",
@@ -179,8 +180,10 @@ def _add_training_options(parser) -> None:
                             "logit: they hold the θ-x coupling of likelihoods that are near-Gaussian in θ, which the "
                             "MLP alone flattens (default: fit trains both and keeps the lower held-out loss, up to "
                             "50,000 training simulations on a CPU; without them above)")
-    group.add_argument("--ensemble", type=_positive_int, default=1, metavar="M",
-                       help="train M networks on one split and average their logits (default: %(default)s)")
+    group.add_argument("--ensemble", type=_positive_int, default=None, metavar="M",
+                       help="train M networks on one split and average their logits (default: fit trains 4, on a CPU "
+                            "as many as keep networks x training simulations within 50,000, and keeps the first m "
+                            "with the lowest held-out loss)")
     group.add_argument("--num-negatives", type=_positive_int, default=1, metavar="K",
                        help="independent θ per simulation in each training batch (default: %(default)s)")
     group.add_argument("--ratio-weighting", type=_exponent, default=None, metavar="ALPHA",
@@ -679,10 +682,11 @@ def _train(args, bank, task, timings) -> tuple:
                        max_epochs=args.max_epochs, patience=args.patience, num_negatives=args.num_negatives,
                        ratio_weighting=ratio_weighting, ema_decay=args.ema_decay, quadratic=args.quadratic,
                        progress=not args.quiet, time_budget=args.time_budget)
-        if args.ensemble == 1:
-            result = fit(_key(args, "train"), bank, **options)
+        if args.ensemble in (None, 1):  # None: fit chooses the number of networks
+            result = fit(_key(args, "train"), bank, num_members=args.ensemble, **options)
             histories = [result.history]
             training = _training_record(result.history)
+            training["num_members"] = getattr(result.estimator, "num_members", 1)
         else:
             result = fit_ensemble(_key(args, "train"), bank, args.ensemble, **options)
             histories = result.histories
@@ -998,6 +1002,10 @@ def _plan_train(args):
         else:
             done = (f"trained {t['epochs']} epochs (best {t['best_epoch']}, validation loss "
                     f"{t['best_validation_loss']:.4f})")
+            chosen = (t.get("choices") or {}).get("members")
+            if chosen and len(chosen["seconds"]) > 1:
+                done = (f"trained {len(chosen['seconds'])} networks and kept the average of the first "
+                        f"{chosen['chosen']} (validation loss {chosen['validation_loss'][str(chosen['chosen'])]:.4f})")
         print(f"{PROG}: {done}; wrote {os.path.abspath(out)}")
         return 0
 

@@ -16,8 +16,12 @@ The pieces, each a pure function or a builder of pure functions:
 * :func:`evaluate`: the plain loss on a bank in fixed batches.
 * :func:`fit`: checks every argument, splits off a validation bank, trains until the validation
   loss has not improved for ``patience`` epochs and returns the best estimator with its history.
-  What the user leaves to it, it chooses on the held-out split (:func:`quadratic_candidates`:
-  the network with or without quadratic terms in θ) and records in ``history.choices``.
+  What the user leaves to it, it chooses on the held-out split and records in
+  ``history.choices``: the network with or without quadratic terms in θ
+  (:func:`quadratic_candidates`), and how many networks to average (:func:`member_candidates`).
+  Of M networks, the ensemble of the first m, f̄_m = (1/m) Σ_{i≤m} f_i, is kept for the m with
+  the lowest held-out loss; the loss is convex in the logit, so L(f̄_m) ≤ (1/m) Σ_{i≤m} L(f_i):
+  averaging cuts the variance of the learned log-ratio and never does worse than the average member.
 
 :func:`fit_ensemble` trains M such estimators on one training/validation split, each from its own
 initialisation and minibatch order, and averages their logits (:class:`aalr_jax.nn.RatioEnsemble`).
@@ -57,7 +61,7 @@ from aalr_jax.validation import check_key, check_number, check_real_array, posit
 __all__ = ["DEFAULT_RATIO_WEIGHTING", "AverageState", "EnsembleFitResult", "FitResult", "LossConfig", "ParamAverage",
            "TrainHistory", "TrainInfo", "TrainState", "Trainer", "build_trainer", "default_batch_size",
            "default_ema_decay", "default_learning_rate", "evaluate", "fit", "fit_ensemble", "param_average",
-           "quadratic_candidates", "AUTO_QUADRATIC_MAX_TRAIN_CPU"]
+           "quadratic_candidates", "member_candidates", "AUTO_MAX_TRAIN_CPU", "AUTO_MEMBERS_MAX"]
 
 
 # ---------------------------------------------------------------- parameter averaging
@@ -369,8 +373,9 @@ def _resolved(schedule: _Schedule, loss: LossConfig, num_train: int, num_val: in
 
 # ---------------------------------------------------------------- automatic choices
 
-AUTO_QUADRATIC_MAX_TRAIN_CPU = 50_000
-"""Training simulations above which :func:`fit`, on a CPU, does not try the quadratic terms."""
+AUTO_MAX_TRAIN_CPU = 50_000
+"""What :func:`fit`'s own choices may cost on a CPU: above this many training simulations it does
+not try the quadratic terms, and it trains at most ``AUTO_MAX_TRAIN_CPU // num_train`` networks."""
 
 
 def quadratic_candidates(quadratic: bool | None, num_train: int) -> tuple[tuple, str | None]:
@@ -378,7 +383,7 @@ def quadratic_candidates(quadratic: bool | None, num_train: int) -> tuple[tuple,
 
     A given True or False is trained alone. For None (the default) ``fit`` trains the network
     without and with the quadratic terms and keeps the one with the lower held-out loss, which
-    doubles training; on a CPU it does so only up to :data:`AUTO_QUADRATIC_MAX_TRAIN_CPU` training
+    doubles training; on a CPU it does so only up to :data:`AUTO_MAX_TRAIN_CPU` training
     simulations and above that trains without them, so that a bank of 10^5 trains in the time of
     one network (on an accelerator both candidates are cheap at any size).
 
@@ -387,10 +392,60 @@ def quadratic_candidates(quadratic: bool | None, num_train: int) -> tuple[tuple,
     """
     if quadratic is not None:
         return (quadratic,), None
-    if jax.default_backend() == "cpu" and num_train > AUTO_QUADRATIC_MAX_TRAIN_CPU:
-        return (False,), (f"{num_train} training simulations on a CPU, above {AUTO_QUADRATIC_MAX_TRAIN_CPU}: "
+    if jax.default_backend() == "cpu" and num_train > AUTO_MAX_TRAIN_CPU:
+        return (False,), (f"{num_train} training simulations on a CPU, above {AUTO_MAX_TRAIN_CPU}: "
                           "trained without the quadratic terms only")
     return (False, True), "trained without and with the quadratic terms; kept the lower held-out loss"
+
+
+AUTO_MEMBERS_MAX = 4
+"""The most networks :func:`fit` averages when it chooses their number."""
+
+
+def member_candidates(num_members: int | None, num_train: int) -> tuple[int, str | None]:
+    """How many networks :func:`fit` trains, and why.
+
+    A given number is trained as asked. For None (the default) ``fit`` trains
+    :data:`AUTO_MEMBERS_MAX` networks on an accelerator, where each costs a fraction of the first;
+    on a CPU as many as keep networks × training simulations within :data:`AUTO_MAX_TRAIN_CPU`
+    (4 up to 12,500 training simulations, 2 up to 25,000, one above), so that the ensemble trains
+    in about the time of one network on that many simulations. It keeps the ensemble of the first
+    m with the lowest held-out loss.
+
+    Returns:
+        ``(max_members, reason)``: the number of networks to train, and for None a sentence for the history.
+    """
+    if num_members is not None:
+        return num_members, None
+    if jax.default_backend() != "cpu":
+        most, why = AUTO_MEMBERS_MAX, "on an accelerator"
+    else:
+        most = int(min(AUTO_MEMBERS_MAX, max(1, AUTO_MAX_TRAIN_CPU // num_train)))
+        why = f"{num_train} training simulations on a CPU (networks × simulations within {AUTO_MAX_TRAIN_CPU})"
+    if most == 1:
+        return 1, f"{why}: one network"
+    return most, f"{why}: trained {most} networks and kept the first m with the lowest held-out loss"
+
+
+def _members_chosen(results: list, validation: SimulationBank, reason: str) -> "FitResult":
+    """The ensemble of the first m of ``results``' networks with the lowest loss on ``validation``
+    (the first network alone when m = 1). Its history is the first network's with
+    ``choices["members"]``: the chosen m, the reason, each prefix's held-out loss and each
+    network's seconds and best epoch; ``history.seconds`` is the time of every network trained."""
+    first = results[0]
+    prefix = lambda m: first.estimator if m == 1 else RatioEnsemble.stack([r.estimator for r in results[:m]])
+    if len(results) == 1:
+        losses = [float(np.min(first.history.validation_loss))]
+    else:
+        losses = [evaluate(prefix(m), validation, mesh=False) for m in range(1, len(results) + 1)]
+    best = int(np.argmin(losses)) + 1
+    record = {"chosen": best, "reason": reason,
+              "validation_loss": {str(m + 1): loss for m, loss in enumerate(losses)},
+              "seconds": [r.history.seconds for r in results],
+              "best_epochs": [int(r.history.best_epoch) for r in results]}
+    history = first.history._replace(seconds=float(sum(record["seconds"])),
+                                     choices=dict(first.history.choices or {}) | {"members": record})
+    return FitResult(prefix(best), history)
 
 
 def _chosen(results: list, candidates: tuple, reason: str) -> "FitResult":
@@ -430,9 +485,13 @@ class TrainHistory(NamedTuple):
         learning_rate: the peak learning rate of the default optimizer (None when one was given).
         stop_reason: ``"patience"`` (no lower validation loss for ``patience`` epochs),
             ``"max_epochs"`` or ``"time_budget"`` (the next epoch would have overrun it).
-        choices: what :func:`fit` chose by itself, by name (``{"quadratic": {"chosen": bool,
-            "reason": str, "validation_loss": {"False": float, "True": float}, "seconds": {...}}}``,
-            see :func:`quadratic_candidates`), or None when every setting was given.
+        choices: what :func:`fit` chose by itself, by name, or None when every setting was given:
+            ``"quadratic"``: ``{"chosen": bool, "reason": str, "validation_loss": {"False": float,
+            "True": float}, "seconds": {...}}`` (:func:`quadratic_candidates`); ``"members"``:
+            ``{"chosen": m, "reason": str, "validation_loss": {"1": float, ...}`` (the held-out loss
+            of the first 1, 2, ... networks' averaged logit), ``"seconds": [...]`` and
+            ``"best_epochs": [...]`` of each network (the first's seconds include its quadratic
+            candidates)``}`` (:func:`member_candidates`).
     """
 
     train_loss: np.ndarray
@@ -449,7 +508,9 @@ class TrainHistory(NamedTuple):
 
 
 class FitResult(NamedTuple):
-    estimator: RatioEstimator
+    """What :func:`fit` returns: the estimator (one network or an ensemble) and the first network's history."""
+
+    estimator: RatioEstimator | RatioEnsemble
     history: TrainHistory
 
 
@@ -648,6 +709,7 @@ def fit(
     patience: int = 50,
     validation: float | SimulationBank = _VALIDATION_DEFAULT,
     ema_decay: float | None = None,
+    num_members: int | None = None,
     mesh=None,
     **options,
 ) -> FitResult:
@@ -664,7 +726,7 @@ def fit(
             choose the quadratic terms in θ, which help likelihoods near-Gaussian in θ: it trains
             the network without and with them (the same key: the same split, initial MLP and
             minibatches) and keeps the lower held-out loss, recorded in ``history.choices``; on a
-            CPU above :data:`AUTO_QUADRATIC_MAX_TRAIN_CPU` training simulations it trains only
+            CPU above :data:`AUTO_MAX_TRAIN_CPU` training simulations it trains only
             without them (:func:`quadratic_candidates`; benchmarks/README.md "Tuning the defaults:
             quadratic terms"). True or False trains that network alone.
         loss: the objective (:class:`aalr_jax.losses.LossConfig`): ratio weighting α (default
@@ -684,6 +746,13 @@ def fit(
         ema_decay: β in [0, 1) of the parameters' moving average (:func:`param_average`); the
             average is what is validated, kept and returned, 0 keeps the iterates.
             :func:`default_ema_decay` of the schedule's steps when None.
+        num_members: how many networks to train and average (:class:`aalr_jax.nn.RatioEnsemble`),
+            all on the same split, network m ≥ 1 from the keys folded with m. None (the default)
+            lets ``fit`` choose (:func:`member_candidates`): it trains 4 networks (on a CPU, as many
+            as keep networks × training simulations within :data:`AUTO_MAX_TRAIN_CPU`: 4 on 10^4
+            simulations, one on 10^5) and keeps the first m with the lowest held-out loss of their
+            averaged logit, recorded in ``history.choices["members"]``. 1 trains one network;
+            M > 1 returns the ensemble of M.
         mesh: the devices each minibatch is split over (:func:`aalr_jax.sharding.resolve_mesh`):
             None (every device when there are several), False (one device), a number of devices,
             a list of devices or a one-axis ``jax.sharding.Mesh``. See "Devices and processes".
@@ -693,15 +762,19 @@ def fit(
             of ``network`` and ``loss``; ``progress`` (default True: a progress bar with the train
             and validation losses); ``time_budget``, seconds > 0 of training: it stops before the
             epoch that would overrun them (``history.stop_reason == "time_budget"``), keeping the
-            best estimator so far (when ``fit`` tries both quadratic settings, each has an equal share
-            of what is left of it); the learning rate still decays over ``max_epochs``, so fewer
-            ``max_epochs`` that fit the budget train better than a budget that cuts the schedule; ``validation_fraction`` or ``validation_bank``, the two forms of
-            ``validation`` by name. Any other name is a ``TypeError``.
+            best estimator so far (when ``fit`` trains several networks, each has an equal share of
+            what is left of it); the learning rate still decays over ``max_epochs``, so fewer
+            ``max_epochs`` that fit the budget train better than a budget that cuts the schedule;
+            ``validation_fraction`` or ``validation_bank``, the two forms of ``validation`` by name. Any other name is a ``TypeError``.
 
     Returns:
-        ``FitResult(estimator, history)``: the estimator with the lowest validation loss and its
-        :class:`TrainHistory` (which records the batch size, learning rate and β used). The
-        estimator's arrays are on this process's default device, whatever the mesh.
+        ``FitResult(estimator, history)``: the estimator with the lowest validation loss (a
+        :class:`~aalr_jax.nn.RatioEstimator`, or a :class:`~aalr_jax.nn.RatioEnsemble` of several
+        networks; both serve :func:`aalr_jax.sample_posterior`, :func:`aalr_jax.save_estimator` and
+        the diagnostics alike) and the first network's :class:`TrainHistory` (which records the
+        batch size, learning rate and β used, and what ``fit`` chose), its ``seconds`` those of
+        every network trained. The estimator's arrays are on this process's default device,
+        whatever the mesh.
 
     Devices and processes. With a mesh of D devices the bank is replicated on each, every
     minibatch is split into D parts and the compiler reduces the loss and its gradient across
@@ -719,6 +792,7 @@ def fit(
     streamed from disk (:mod:`aalr_jax.streaming`); its held-out data are whole chunks.
     """
     rng_key = check_key("rng_key", rng_key)
+    num_members = None if num_members is None else positive_int("num_members", num_members)
     progress = options.pop("progress", True)
     time_budget = options.pop("time_budget", None)
     mesh = resolve_mesh(mesh)
@@ -741,16 +815,32 @@ def fit(
                             mesh=False if mesh is None else mesh)
     run_epoch = data.epoch_fn(trainer, schedule.batch_size)
     candidates, reason = quadratic_candidates(network.quadratic, data.num_train)
-    budget = schedule.time_budget
-    results = []
-    for quadratic in candidates:  # the same key for each: the same split, initial MLP and minibatches
-        estimator = init_estimator(key_init, network._replace(quadratic=quadratic), data.standardization)
+    max_members, members_reason = member_candidates(num_members, data.num_train)
+    trainings, results = len(candidates) + max_members - 1, []
+
+    def train_one(key_init, key_epochs, config):
         spent = sum(r.history.seconds for r in results)
-        share = schedule if budget is None else schedule._replace(time_budget=(budget - spent) / (
-            len(candidates) - len(results)))
+        share = schedule if schedule.time_budget is None else schedule._replace(
+            time_budget=(schedule.time_budget - spent) / (trainings - len(results)))  # equal shares of what is left
+        estimator = init_estimator(key_init, config, data.standardization)
         results.append(_train(key_epochs, trainer, estimator, run_epoch, data.validation, share, progress, mesh))
-    result = _chosen(results, candidates, reason) if network.quadratic is None else results[0]
-    return result if mesh is None else result._replace(estimator=_on_host(result.estimator))
+        return results[-1]
+
+    # the same key for each candidate: the same split, initial MLP and minibatches
+    first = [train_one(key_init, key_epochs, network._replace(quadratic=q)) for q in candidates]
+    first = _chosen(first, candidates, reason) if network.quadratic is None else first[0]
+    host = (lambda r: r) if mesh is None else (lambda r: r._replace(estimator=_on_host(r.estimator)))
+    first = host(first)
+    others = [host(train_one(jax.random.fold_in(key_init, m), jax.random.fold_in(key_epochs, m),
+                             first.estimator.config)) for m in range(1, max_members)]
+    if num_members is None:
+        validation = _on_host(data.validation) if _spans_processes(mesh) else data.validation
+        return _members_chosen([first, *others], validation, members_reason)
+    if not others:
+        return first
+    seconds = first.history.seconds + sum(r.history.seconds for r in others)
+    return FitResult(RatioEnsemble.stack([first.estimator] + [r.estimator for r in others]),
+                     first.history._replace(seconds=seconds))
 
 
 def fit_ensemble(
@@ -807,8 +897,8 @@ def fit_ensemble(
         bank, validation_bank = _replicated(bank, mesh_), _replicated(validation_bank, mesh_)
     members, histories = [], []
     for m in tqdm(range(num_members), desc="ensemble", unit="member", disable=not progress):
-        result = fit(jax.random.fold_in(key_members, m), bank, validation=validation_bank, mesh=mesh,
-                     progress=progress, **fit_kwargs)
+        result = fit(jax.random.fold_in(key_members, m), bank, validation=validation_bank, num_members=1,
+                     mesh=mesh, progress=progress, **fit_kwargs)
         members.append(result.estimator)
         histories.append(result.history)
         fit_kwargs = fit_kwargs | {"quadratic": result.estimator.config.quadratic}  # one architecture

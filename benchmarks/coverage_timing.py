@@ -71,7 +71,8 @@ def main() -> None:
         jax.block_until_ready(bank)
     with phase("train estimator"):
         result = fit(k_fit, bank, hidden_features=tuple(int(h) for h in args.hidden.split(",")),
-                     batch_size=512, max_epochs=args.max_epochs, patience=10, progress=False)
+                     batch_size=512, max_epochs=args.max_epochs, patience=10, quadratic=False, num_members=1,
+                     progress=False)
         estimator = jax.block_until_ready(result.estimator)
     numbers["training"] = {"epochs": len(result.history.train_loss), "best_epoch": int(result.history.best_epoch),
                            "best_validation_loss": float(result.history.validation_loss[result.history.best_epoch])}

@@ -146,7 +146,8 @@ def worker(args) -> dict:
     devices = jax.device_count()
     task = tasks.get("two_moons")
     bank = simulate(jax.random.PRNGKey(0), task, args.num_simulations, progress=False)
-    estimator, _ = fit(jax.random.PRNGKey(1), bank, hidden_features=(64, 64, 64), max_epochs=1, progress=False)
+    estimator, _ = fit(jax.random.PRNGKey(1), bank, hidden_features=(64, 64, 64), quadratic=False, num_members=1,
+                       max_epochs=1, progress=False)
     rows = []
     for layout in [] if args.training_only else args.layouts.split(","):
         observations, num_chains = (int(v) for v in layout.split("x"))
@@ -166,6 +167,8 @@ def training(args, bank, devices) -> dict:
         return dict(available=False, reason="aalr_jax.fit takes no mesh keyword")
     options = dict(hidden_features=(64, 64, 64), batch_size=args.batch_size, validation_fraction=0.1,
                    patience=10**6, progress=False, mesh=devices)
+    if "num_members" in inspect.signature(fit).parameters:  # one network: its examples/s, not fit's choices
+        options.update(quadratic=False, num_members=1)
     run = lambda epochs: fit(jax.random.PRNGKey(4), bank, max_epochs=epochs, **options)
     try:
         run(1)  # compiles

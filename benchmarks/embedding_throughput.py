@@ -200,8 +200,8 @@ def main(argv=None):
 
     num_sims, epochs = (512, 1) if args.quick else (4096, 3)
     bank = simulate(jax.random.PRNGKey(seed), task, num_sims, progress=False)
-    estimator = fit(jax.random.PRNGKey(seed + 1), bank, embedding="cnn", hidden_features=(64, 64),
-                    batch_size=128, max_epochs=epochs, progress=False).estimator
+    estimator = fit(jax.random.PRNGKey(seed + 1), bank, embedding="cnn", hidden_features=(64, 64), quadratic=False,
+                    num_members=1, batch_size=128, max_epochs=epochs, progress=False).estimator
     configs = sampler_configs(args.quick)
     mcmc = [mcmc_rates(estimator, task.prior, x_obs, c, seed) for c in configs]
     with tempfile.TemporaryDirectory() as tmp:

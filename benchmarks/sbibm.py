@@ -169,8 +169,10 @@ def options_label(row: dict) -> str:
     option's neutral value (α 0, the iterates, one negative, patience 50, unbounded θ input,
     plain RWMH). A ``--defaults`` row takes no option; its label says what ``fit`` chose itself."""
     if row.get("defaults"):
-        chosen = [h["quadratic"]["chosen"] for h in row.get("choices") or [] if h and "quadratic" in h]
-        return "defaults" + (" (fit chose the quadratic terms)" if any(chosen) else "")
+        choices = (row.get("choices") or [None])[0] or {}
+        chose = [f"{row['members']} networks"] if row.get("members", 1) > 1 else []
+        chose += ["the quadratic terms"] if choices.get("quadratic", {}).get("chosen") else []
+        return "defaults" + (f" (fit chose {' and '.join(chose)})" if chose else "")
     flags = [f"--ensemble {row['members']}"] if row.get("members", 1) > 1 else []
     flags += [f"--num-negatives {row['num_negatives']}"] if row.get("num_negatives", 1) > 1 else []
     alpha = row.get("ratio_weighting") or 0.0
@@ -273,7 +275,7 @@ def run_one(task_name: str, budget: int, observations, wheel, args) -> dict:
                    ratio_weighting=args.ratio_weighting, ema_decay=args.ema_decay, patience=args.patience,
                    quadratic=args.quadratic, progress=not args.quiet)
     if args.ensemble == 1:
-        estimator, history = fit(jax.random.fold_in(key, 1), bank, **network)
+        estimator, history = fit(jax.random.fold_in(key, 1), bank, num_members=1, **network)
         histories = [history]
     else:
         estimator, histories, _ = fit_ensemble(jax.random.fold_in(key, 1), bank, args.ensemble, **network)
@@ -322,7 +324,7 @@ def finish_row(task, budget, observations, wheel, args, key, bank, times, estima
     return dict(task=task_name, num_simulations=budget, observations=list(observations),
                 c2st=scores, c2st_backend=args.c2st_backend, c2st_mean=float(np.mean(scores)), c2st_std=float(np.std(scores)),
                 method=post.sampler.name, device=jax.devices()[0].device_kind, cpu_count=os.cpu_count(), jax=jax.__version__,
-                thin=post.thin, independence_prob=getattr(post.sampler, "independence_prob", 0.0), members=len(histories), ema_decay=histories[0].ema_decay, defaults=bool(args.defaults), **recipe(args), theta_bound=estimator.config.theta_bound, quadratic=estimator.config.quadratic, choices=[h.choices for h in histories], epochs=[len(h.train_loss) for h in histories],
+                thin=post.thin, independence_prob=getattr(post.sampler, "independence_prob", 0.0), members=getattr(estimator, 'num_members', 1), ema_decay=histories[0].ema_decay, defaults=bool(args.defaults), **recipe(args), theta_bound=estimator.config.theta_bound, quadratic=estimator.config.quadratic, choices=[h.choices for h in histories], epochs=[len(h.train_loss) for h in histories],
                 best_epoch=[h.best_epoch for h in histories],
                 acceptance=float(np.mean(post.acceptance_rate)), seconds=times,
                 published=published(task_name, budget))

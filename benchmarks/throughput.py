@@ -94,8 +94,8 @@ def run(args, save) -> dict:
     """The sweep; ``save(result)`` is called after every row so an interrupted run keeps its rows."""
     task = tasks.get("two_moons")
     bank = simulate(jax.random.PRNGKey(0), task, args.num_simulations, progress=False)
-    estimator, history = fit(jax.random.PRNGKey(1), bank, hidden_features=(128, 128, 128),
-                             max_epochs=args.train_epochs, progress=False)
+    estimator, history = fit(jax.random.PRNGKey(1), bank, hidden_features=(128, 128, 128), quadratic=False,
+                             num_members=1, max_epochs=args.train_epochs, progress=False)  # one network
     flops_eval = network_flops(estimator)
     peak = matmul_flops()
     print(f"device: {jax.devices()[0].device_kind} ({jax.devices()[0].platform}), "

@@ -61,9 +61,9 @@ def candidates(budget: int) -> dict:
         "cosine 300ep b256 patience 50": dict(optimizer=cosine(256, 300), patience=50),
         "cosine 300ep b512 lr2e-3 patience 50": dict(batch_size=512, optimizer=cosine(512, 300, 2e-3), patience=50),
         "cosine 300ep b64 lr1e-3 patience 50": dict(batch_size=64, optimizer=cosine(64, 300), patience=50),
-        "ensemble 2": dict(num_members=2),  # fit_ensemble: the default network, logits averaged
-        "ensemble 4": dict(num_members=4),
-        "ensemble 8": dict(num_members=8),
+        "ensemble 2": dict(ensemble=2),  # fit_ensemble(num_members=2): the default network, logits averaged
+        "ensemble 4": dict(ensemble=4),
+        "ensemble 8": dict(ensemble=8),
         "negatives 4": dict(num_negatives=4),  # every x meets 4 independent θ per batch
         "negatives 16": dict(num_negatives=16),
         "negatives 4 lr/4": dict(num_negatives=4, learning_rate=lr / 4),
@@ -74,13 +74,13 @@ def candidates(budget: int) -> dict:
         "ratio 0.25": dict(ratio_weighting=0.25),
         "ratio 0.5": dict(ratio_weighting=0.5),
         "ratio 0.75": dict(ratio_weighting=0.75),
-        "ensemble 4 ratio 0.5": dict(num_members=4, ratio_weighting=0.5),
+        "ensemble 4 ratio 0.5": dict(ensemble=4, ratio_weighting=0.5),
         # the plain validation loss barely sees what the weighting improves: no early stopping
         "patience 300": dict(patience=300),
         "ratio 0.25 patience 300": dict(ratio_weighting=0.25, patience=300),
         "ratio 0.5 patience 300": dict(ratio_weighting=0.5, patience=300),
-        "ensemble 4 ratio 0.5 patience 300": dict(num_members=4, ratio_weighting=0.5, patience=300),
-        "ensemble 8 ratio 0.5 patience 300": dict(num_members=8, ratio_weighting=0.5, patience=300),
+        "ensemble 4 ratio 0.5 patience 300": dict(ensemble=4, ratio_weighting=0.5, patience=300),
+        "ensemble 8 ratio 0.5 patience 300": dict(ensemble=8, ratio_weighting=0.5, patience=300),
         # gaussian_linear at 10^5 stops near epoch 65 of 300, at nearly the peak rate: less SGD noise there
         "ratio 0.5 lr/4": dict(ratio_weighting=0.5, learning_rate=lr / 4),
         "ratio 0.5 cosine 100ep": dict(ratio_weighting=0.5, max_epochs=100),
@@ -89,10 +89,13 @@ def candidates(budget: int) -> dict:
         "ratio 0.5 ema 0.999": dict(ratio_weighting=0.5, ema_decay=0.999),
         "ratio 0.5 ema 0.9999": dict(ratio_weighting=0.5, ema_decay=0.9999),
         "ema 0.999": dict(ema_decay=0.999),
-        "ensemble 8 ratio 0.5 ema 0.999": dict(num_members=8, ratio_weighting=0.5, ema_decay=0.999),
+        "ensemble 8 ratio 0.5 ema 0.999": dict(ensemble=8, ratio_weighting=0.5, ema_decay=0.999),
         # learned quadratic terms in θ added to the logit (fit(quadratic=True)); fit's default tries the
         # network without and with them and keeps the lower held-out loss. Up to
         # tune_defaults_quadratic.json, "default" trained without them: "no quadratic" here
+        # fit's default chooses the number of networks (up to 4; on a CPU within 50,000 networks x training
+        # simulations) by held-out loss; up to tune_defaults_quadratic_choice.json "default" trained one network
+        "one network": dict(num_members=1),
         "quadratic": dict(quadratic=True),
         "no quadratic": dict(quadratic=False),
         "ratio 0.5 quadratic": dict(ratio_weighting=0.5, quadratic=True),
@@ -178,8 +181,10 @@ def main(argv=None):
                 start = time.perf_counter()
                 test_losses, best_vals, epochs, scores, chosen = [], [], 0, [], []
                 for seed in args.seeds:  # the training seed: its spread is the noise to beat
-                    if "num_members" in kwargs:
-                        estimator, histories, best_val = fit_ensemble(jax.random.PRNGKey(seed), bank, progress=False, **kwargs)
+                    if "ensemble" in kwargs:
+                        options = {k: v for k, v in kwargs.items() if k != "ensemble"}
+                        estimator, histories, best_val = fit_ensemble(jax.random.PRNGKey(seed), bank, kwargs["ensemble"],
+                                                                      progress=False, **options)
                     else:
                         estimator, history = fit(jax.random.PRNGKey(seed), bank, progress=False, **kwargs)
                         histories, best_val = [history], float(history.validation_loss.min())

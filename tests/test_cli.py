@@ -127,6 +127,12 @@ def test_simulate_train_sample_through_files(trained, run_dir, tmp_path, capsys)
     assert record["chosen"] is (losses["True"] < losses["False"]) and set(losses) == {"False", "True"}
     assert training["quadratic"] is record["chosen"] is io.load_estimator(trained).config.quadratic
     assert training["ratio_weighting"] == 0.5  # fit's default α
+    # fit chose the number of networks (4 trained on 1,800 simulations) by held-out loss: the file
+    # records the choice and its estimator holds that many
+    members = training["choices"]["members"]
+    assert training["num_members"] == members["chosen"] == getattr(io.load_estimator(trained), "num_members", 1)
+    assert set(members["validation_loss"]) == {"1", "2", "3", "4"} and "trained 4 networks" in members["reason"]
+    assert members["chosen"] == 1 + int(np.argmin([members["validation_loss"][str(m)] for m in (1, 2, 3, 4)]))
     out, _ = _run_ok(["sample", "--estimator", trained, *SAMPLER, "--output", tmp_path], capsys)  # task from metadata
     assert str(tmp_path) in out
     for name in ("samples.npz", "corner.png", "summary.json"):
@@ -473,13 +479,12 @@ def test_sampling_a_flat_ratio_recovers_the_prior(trained, tmp_path, capsys):
     Monte Carlo error scaled by the run's own effective sample size."""
     import jax
 
-    estimator = io.load_estimator(trained)
+    estimator = io.load_estimator(trained)  # one network or an ensemble, as fit chose
     flat = jax.tree_util.tree_map_with_path(
-        lambda path, a: a * 0 if "out" in jax.tree_util.keystr(path) else a, estimator.params)
+        lambda path, a: a * 0 if "out" in jax.tree_util.keystr(path) else a, estimator)
     folder = tmp_path / "flat"
     folder.mkdir()
-    io.save_estimator(folder / "estimator.npz", type(estimator)(estimator.config, flat, estimator.standardization),
-                      metadata={"task": "two_moons"})
+    io.save_estimator(folder / "estimator.npz", flat, metadata={"task": "two_moons"})
     _run_ok(["sample", "--estimator", folder, *SAMPLER, "--output", tmp_path / "o"], capsys)
     samples = np.load(tmp_path / "o" / "samples.npz")["samples"]
     ess = np.asarray(_summary(tmp_path / "o")["diagnostics"]["ess_bulk"])

@@ -12,7 +12,7 @@ import pytest
 from aalr_jax import fit, fit_ensemble, priors, sample_posterior, simulate
 from aalr_jax.data import SimulationBank, split_bank
 from aalr_jax.losses import LossConfig, pair_logits
-from aalr_jax.nn import NetworkConfig, init_estimator, standardization_from
+from aalr_jax.nn import NetworkConfig, RatioEnsemble, RatioEstimator, init_estimator, standardization_from
 from aalr_jax.tasks import gaussian_linear
 from aalr_jax.train import build_trainer, default_ema_decay, evaluate, param_average
 
@@ -420,8 +420,8 @@ def test_fit_chooses_the_quadratic_terms_by_held_out_loss(small_bank):
     held-out loss: the kept estimator is, parameter for parameter, what fit returns when told the
     winning setting, and the history records both candidates' losses and times."""
     key = jax.random.PRNGKey(4)
-    auto = fit(key, small_bank, max_epochs=20, progress=False)
-    given = {q: fit(key, small_bank, max_epochs=20, quadratic=q, progress=False) for q in (False, True)}
+    auto = fit(key, small_bank, max_epochs=20, num_members=1, progress=False)
+    given = {q: fit(key, small_bank, max_epochs=20, quadratic=q, num_members=1, progress=False) for q in (False, True)}
     losses = {q: float(np.min(r.history.validation_loss)) for q, r in given.items()}
     winner = min(losses, key=losses.get)
     record = auto.history.choices["quadratic"]
@@ -439,7 +439,7 @@ def test_fit_trains_one_network_above_the_cpu_size_limit(small_bank, monkeypatch
     quadratic=False), and the history says why; on an accelerator both are tried at any size."""
     import aalr_jax.train as train
 
-    monkeypatch.setattr(train, "AUTO_QUADRATIC_MAX_TRAIN_CPU", 100)
+    monkeypatch.setattr(train, "AUTO_MAX_TRAIN_CPU", 100)
     key = jax.random.PRNGKey(5)
     auto = fit(key, small_bank, max_epochs=5, progress=False)
     plain = fit(key, small_bank, max_epochs=5, quadratic=False, progress=False)
@@ -458,3 +458,55 @@ def test_fit_ensemble_members_share_the_first_members_choice(small_bank):
     first = result.histories[0].choices["quadratic"]["chosen"]
     assert result.estimator.config.quadratic is first
     assert [h.choices for h in result.histories[1:]] == [None, None]
+
+
+def test_fit_chooses_the_number_of_networks_by_held_out_loss(small_bank):
+    """By default fit trains several networks on one split (4 on a small bank) and keeps the first m
+    whose averaged logit has the lowest held-out loss. The networks are those of num_members=4
+    (the first is fit's single network) and the recorded losses those of the prefixes' ensembles,
+    evaluated here on the same validation bank."""
+    train_bank, held = split_bank(jax.random.PRNGKey(0), small_bank, 0.2)
+    key, kwargs = jax.random.PRNGKey(7), dict(validation=held, max_epochs=4, quadratic=False, progress=False)
+    one = fit(key, train_bank, num_members=1, **kwargs)
+    four = fit(key, train_bank, num_members=4, **kwargs)
+    assert isinstance(four.estimator, RatioEnsemble) and four.estimator.num_members == 4
+    assert _same_params(four.estimator.member(0), one.estimator)
+    assert not _same_params(four.estimator.member(1), one.estimator)  # its own initialisation and order
+    prefix = lambda m: RatioEnsemble.stack([four.estimator.member(i) for i in range(m)])
+    losses = [evaluate(one.estimator, held)] + [evaluate(prefix(m), held) for m in (2, 3, 4)]
+    # averaging is never worse than the average member (the loss is convex in the logit)
+    assert losses[3] <= np.mean([evaluate(four.estimator.member(i), held) for i in range(4)]) + 1e-6
+
+    auto = fit(key, train_bank, **kwargs)
+    record = auto.history.choices["members"]
+    np.testing.assert_allclose([record["validation_loss"][str(m)] for m in (1, 2, 3, 4)], losses, rtol=1e-6)
+    chosen = int(np.argmin(losses)) + 1
+    assert record["chosen"] == chosen and len(record["seconds"]) == 4 and "trained 4" in record["reason"]
+    kept = [auto.estimator] if chosen == 1 else [auto.estimator.member(i) for i in range(chosen)]
+    assert all(_same_params(k, four.estimator.member(i)) for i, k in enumerate(kept))
+    assert auto.history.seconds == pytest.approx(sum(record["seconds"]))
+
+
+def test_fit_trains_as_many_networks_as_the_device_and_bank_allow(small_bank, monkeypatch):
+    """On a CPU fit trains networks × training simulations within AUTO_MAX_TRAIN_CPU: one network
+    above half of it, the same as num_members=1, with the reason recorded; on an accelerator 4 at
+    any size. A number given is trained as asked, a bad one refused by name."""
+    import aalr_jax.train as train
+
+    assert [train.member_candidates(None, n)[0] for n in (1000, 12_500, 12_501, 25_000, 25_001, 90_000)] == \
+        [4, 4, 3, 2, 1, 1]
+    assert train.member_candidates(3, 10**6) == (3, None)
+    monkeypatch.setattr(train, "AUTO_MAX_TRAIN_CPU", 100)
+    key = jax.random.PRNGKey(8)
+    auto = fit(key, small_bank, max_epochs=3, quadratic=False, progress=False)
+    one = fit(key, small_bank, max_epochs=3, quadratic=False, num_members=1, progress=False)
+    assert isinstance(auto.estimator, RatioEstimator) and _same_params(auto.estimator, one.estimator)
+    record = auto.history.choices["members"]
+    assert record["chosen"] == 1 and "one network" in record["reason"] and "CPU" in record["reason"]
+    assert record["validation_loss"] == {"1": float(np.min(one.history.validation_loss))}
+    assert one.history.choices is None  # everything was given
+    monkeypatch.setattr(train.jax, "default_backend", lambda: "gpu")
+    assert train.member_candidates(None, 10**6)[0] == train.AUTO_MEMBERS_MAX
+    for bad in (0, 1.5, "2"):
+        with pytest.raises((ValueError, TypeError), match="num_members"):
+            fit(key, small_bank, num_members=bad, progress=False)
