@@ -1,7 +1,7 @@
 """The sbibm accuracy table for AALR: C2ST against sbibm's reference posteriors.
 
-For each task and simulation budget: simulate a bank, train one estimator with the package
-defaults, sample all chosen sbibm observations in ONE batched ``sample_posterior`` call
+For each task and simulation budget: simulate a bank, train an estimator (one network, or
+``--ensemble M``; with ``--defaults`` what ``fit`` chooses), sample all chosen sbibm observations in ONE batched ``sample_posterior`` call
 (10,000 samples each), and score each with sbibm's C2ST against sbibm's reference samples.
 Printed and written next to the published NRE (sbibm's contrastive NRE-B) and NPE numbers from
 ``benchmarks/sbibm_published/main_paper.csv`` (Lueckmann et al. 2021, MIT; see the README there),

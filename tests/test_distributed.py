@@ -139,7 +139,7 @@ def test_cli_simulates_into_a_store_on_a_scheduler_and_trains_from_it(client, tm
     np.testing.assert_array_equal(np.asarray(bank.to_memory().x), np.asarray(in_process.x))
     assert cli.main(["train", "--bank", store, "--output", str(tmp_path / "trained"), "--max-epochs", "2",
                      "--hidden", "16,16", "--quiet"]) == 0
-    assert "trained 2 epochs" in capsys.readouterr().out
+    assert "trained 4 networks" in capsys.readouterr().out  # fit's choice on 576 training simulations
     assert cli.main(["simulate", "--task", "two_moons", "--store", store, "--scheduler", "tcp://x:1",
                      "--workers", "2", "--quiet"]) == 2  # --workers sizes a local cluster only
 

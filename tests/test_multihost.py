@@ -50,7 +50,7 @@ for p in shares:  # share p: observations process_rows(4, p, 2), key fold_in(key
 out = {
     "process_count": jax.process_count(),
     "device_count": jax.device_count(),
-    "params": [np.asarray(a).ravel().tolist() for a in jax.tree.leaves(single.estimator.params)],
+    "params": [np.asarray(a).ravel().tolist() for a in jax.tree.leaves(single.estimator)],  # every network fit kept
     "train_loss": single.history.train_loss.tolist(),
     "validation_loss": single.history.validation_loss.tolist(),
     "ensemble_loss": ensemble.validation_loss,

@@ -41,7 +41,7 @@ def test_eight_devices_fit_as_one():
             single = fit(jax.random.PRNGKey(1), bank, max_epochs=2, mesh=mesh, batch_size=64, hidden_features=(16, 16),
                          progress=False)
             runs[str(mesh)] = {
-                "params": [np.asarray(a).ravel().tolist() for a in jax.tree.leaves(single.estimator.params)],
+                "params": [np.asarray(a).ravel().tolist() for a in jax.tree.leaves(single.estimator)],
                 "devices": sorted({len(a.sharding.device_set) for a in jax.tree.leaves(single.estimator)}),
                 "train_loss": single.history.train_loss.tolist(),
                 "validation_loss": single.history.validation_loss.tolist(),
