@@ -182,8 +182,8 @@ def _add_training_options(parser) -> None:
                             "50,000 training simulations on a CPU; without them above)")
     group.add_argument("--ensemble", type=_positive_int, default=None, metavar="M",
                        help="train M networks on one split and average their logits (default: fit trains 4, on a CPU "
-                            "as many as keep networks x training simulations within 50,000, and keeps the first m "
-                            "with the lowest held-out loss)")
+                            "as many as keep networks x training simulations within 50,000, one with a learned "
+                            "embedding, and keeps the first m with the lowest held-out loss)")
     group.add_argument("--num-negatives", type=_positive_int, default=1, metavar="K",
                        help="independent θ per simulation in each training batch (default: %(default)s)")
     group.add_argument("--ratio-weighting", type=_exponent, default=None, metavar="ALPHA",

@@ -402,15 +402,16 @@ AUTO_MEMBERS_MAX = 4
 """The most networks :func:`fit` averages when it chooses their number."""
 
 
-def member_candidates(num_members: int | None, num_train: int) -> tuple[int, str | None]:
+def member_candidates(num_members: int | None, num_train: int, embedding: str = "flatten") -> tuple[int, str | None]:
     """How many networks :func:`fit` trains, and why.
 
     A given number is trained as asked. For None (the default) ``fit`` trains
     :data:`AUTO_MEMBERS_MAX` networks on an accelerator, where each costs a fraction of the first;
-    on a CPU as many as keep networks × training simulations within :data:`AUTO_MAX_TRAIN_CPU`
-    (4 up to 12,500 training simulations, 2 up to 25,000, one above), so that the ensemble trains
-    in about the time of one network on that many simulations. It keeps the ensemble of the first
-    m with the lowest held-out loss.
+    on a CPU, with the default ``embedding="flatten"``, as many as keep networks × training
+    simulations within :data:`AUTO_MAX_TRAIN_CPU` (4 up to 12,500 training simulations, 2 up to
+    25,000, one above), so that the ensemble trains in about the time of one network on that many
+    simulations, and with a learned embedding (a CNN, ResNet or 1-D convolution, many times the
+    MLP's cost per simulation) one. It keeps the ensemble of the first m with the lowest held-out loss.
 
     Returns:
         ``(max_members, reason)``: the number of networks to train, and for None a sentence for the history.
@@ -419,6 +420,8 @@ def member_candidates(num_members: int | None, num_train: int) -> tuple[int, str
         return num_members, None
     if jax.default_backend() != "cpu":
         most, why = AUTO_MEMBERS_MAX, "on an accelerator"
+    elif embedding != "flatten":
+        most, why = 1, f"a learned embedding ({embedding}) on a CPU"
     else:
         most = int(min(AUTO_MEMBERS_MAX, max(1, AUTO_MAX_TRAIN_CPU // num_train)))
         why = f"{num_train} training simulations on a CPU (networks × simulations within {AUTO_MAX_TRAIN_CPU})"
@@ -750,9 +753,9 @@ def fit(
             all on the same split, network m ≥ 1 from the keys folded with m. None (the default)
             lets ``fit`` choose (:func:`member_candidates`): it trains 4 networks (on a CPU, as many
             as keep networks × training simulations within :data:`AUTO_MAX_TRAIN_CPU`: 4 on 10^4
-            simulations, one on 10^5) and keeps the first m with the lowest held-out loss of their
-            averaged logit, recorded in ``history.choices["members"]``. 1 trains one network;
-            M > 1 returns the ensemble of M.
+            simulations, one on 10^5 or with a learned embedding) and keeps the first m with the
+            lowest held-out loss of their averaged logit, recorded in ``history.choices["members"]``.
+            1 trains one network; M > 1 returns the ensemble of M.
         mesh: the devices each minibatch is split over (:func:`aalr_jax.sharding.resolve_mesh`):
             None (every device when there are several), False (one device), a number of devices,
             a list of devices or a one-axis ``jax.sharding.Mesh``. See "Devices and processes".
@@ -815,7 +818,7 @@ def fit(
                             mesh=False if mesh is None else mesh)
     run_epoch = data.epoch_fn(trainer, schedule.batch_size)
     candidates, reason = quadratic_candidates(network.quadratic, data.num_train)
-    max_members, members_reason = member_candidates(num_members, data.num_train)
+    max_members, members_reason = member_candidates(num_members, data.num_train, network.embedding)
     trainings, results = len(candidates) + max_members - 1, []
 
     def train_one(key_init, key_epochs, config):

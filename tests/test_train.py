@@ -489,13 +489,15 @@ def test_fit_chooses_the_number_of_networks_by_held_out_loss(small_bank):
 
 def test_fit_trains_as_many_networks_as_the_device_and_bank_allow(small_bank, monkeypatch):
     """On a CPU fit trains networks × training simulations within AUTO_MAX_TRAIN_CPU: one network
-    above half of it, the same as num_members=1, with the reason recorded; on an accelerator 4 at
-    any size. A number given is trained as asked, a bad one refused by name."""
+    above half of it or with a learned embedding, the same as num_members=1, with the reason
+    recorded; on an accelerator 4 at any size. A number given is trained as asked, a bad one
+    refused by name."""
     import aalr_jax.train as train
 
     assert [train.member_candidates(None, n)[0] for n in (1000, 12_500, 12_501, 25_000, 25_001, 90_000)] == \
         [4, 4, 3, 2, 1, 1]
     assert train.member_candidates(3, 10**6) == (3, None)
+    assert train.member_candidates(None, 1000, "cnn")[0] == 1  # a learned embedding costs many MLPs
     monkeypatch.setattr(train, "AUTO_MAX_TRAIN_CPU", 100)
     key = jax.random.PRNGKey(8)
     auto = fit(key, small_bank, max_epochs=3, quadratic=False, progress=False)
@@ -506,7 +508,8 @@ def test_fit_trains_as_many_networks_as_the_device_and_bank_allow(small_bank, mo
     assert record["validation_loss"] == {"1": float(np.min(one.history.validation_loss))}
     assert one.history.choices is None  # everything was given
     monkeypatch.setattr(train.jax, "default_backend", lambda: "gpu")
-    assert train.member_candidates(None, 10**6)[0] == train.AUTO_MEMBERS_MAX
+    assert train.member_candidates(None, 10**6)[0] == train.member_candidates(None, 10**6, "cnn")[0] == \
+        train.AUTO_MEMBERS_MAX
     for bad in (0, 1.5, "2"):
         with pytest.raises((ValueError, TypeError), match="num_members"):
             fit(key, small_bank, num_members=bad, progress=False)
