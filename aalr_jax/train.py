@@ -408,8 +408,8 @@ def member_candidates(num_members: int | None, num_train: int, embedding: str = 
     A given number is trained as asked. For None (the default) ``fit`` trains
     :data:`AUTO_MEMBERS_MAX` networks on an accelerator, where each costs a fraction of the first;
     on a CPU, with the default ``embedding="flatten"``, as many as keep networks × training
-    simulations within :data:`AUTO_MAX_TRAIN_CPU` (4 up to 12,500 training simulations, 2 up to
-    25,000, one above), so that the ensemble trains in about the time of one network on that many
+    simulations within :data:`AUTO_MAX_TRAIN_CPU` (4 up to 12,500 training simulations, 3 up to
+    16,666, 2 up to 25,000, one above), so that the ensemble trains in about the time of one network on that many
     simulations, and with a learned embedding (a CNN, ResNet or 1-D convolution, many times the
     MLP's cost per simulation) one. It keeps the ensemble of the first m with the lowest held-out loss.
 
