@@ -509,6 +509,26 @@ class TrainHistory(NamedTuple):
     stop_reason: str | None = None
     choices: dict | None = None
 
+    def describe(self) -> str:
+        """One line for people: the first network's epochs and best held-out loss, and what
+        :func:`fit` chose, e.g. ``"4 networks in 160 s, kept the average of the first 2 (validation
+        loss 0.0801); the first: 100 epochs, best validation loss 0.0814 at epoch 99; quadratic
+        terms kept"``."""
+        first = (f"{len(self.validation_loss)} epochs, best validation loss "
+                 f"{float(self.validation_loss[self.best_epoch]):.4f} at epoch {self.best_epoch}")
+        choices = self.choices or {}
+        members = choices.get("members")
+        if members and len(members["seconds"]) > 1:
+            chosen = members["chosen"]
+            kept = "kept the first alone" if chosen == 1 else f"kept the average of the first {chosen}"
+            line = (f"{len(members['seconds'])} networks in {self.seconds:.0f} s, {kept} (validation loss "
+                    f"{members['validation_loss'][str(chosen)]:.4f}); the first: {first}")
+        else:
+            line = first.replace(" epochs,", f" epochs in {self.seconds:.1f} s,", 1)
+        if "quadratic" in choices and len(choices["quadratic"]["validation_loss"]) > 1:
+            line += "; quadratic terms " + ("kept" if choices["quadratic"]["chosen"] else "dropped")
+        return line
+
 
 class FitResult(NamedTuple):
     """What :func:`fit` returns: the estimator (one network or an ensemble) and the first network's history."""
@@ -766,9 +786,11 @@ def fit(
             and validation losses); ``time_budget``, seconds > 0 of training: it stops before the
             epoch that would overrun them (``history.stop_reason == "time_budget"``), keeping the
             best estimator so far (when ``fit`` trains several networks, each has an equal share of
-            what is left of it); the learning rate still decays over ``max_epochs``, so fewer
+            what is left of it; every training runs at least its first epoch, whose time includes
+            compiling it, so a budget below the compilation time is overrun); the learning rate still decays over ``max_epochs``, so fewer
             ``max_epochs`` that fit the budget train better than a budget that cuts the schedule;
-            ``validation_fraction`` or ``validation_bank``, the two forms of ``validation`` by name. Any other name is a ``TypeError``.
+            ``validation_fraction`` or ``validation_bank``, the two forms of ``validation`` by name.
+            Any other name is a ``TypeError``.
 
     Returns:
         ``FitResult(estimator, history)``: the estimator with the lowest validation loss (a

@@ -1,6 +1,7 @@
 """Training (aalr_jax.train): parameter averaging by hand, the epoch, fit's options and checks,
 and the end-to-end pipeline against analytic posteriors. The loss pieces are in test_losses.py."""
 
+import functools
 from typing import NamedTuple
 
 import jax
@@ -14,7 +15,7 @@ from aalr_jax.data import SimulationBank, split_bank
 from aalr_jax.losses import LossConfig, pair_logits
 from aalr_jax.nn import NetworkConfig, RatioEnsemble, RatioEstimator, init_estimator, standardization_from
 from aalr_jax.tasks import gaussian_linear
-from aalr_jax.train import build_trainer, default_ema_decay, evaluate, param_average
+from aalr_jax.train import TrainHistory, build_trainer, default_ema_decay, evaluate, param_average
 
 
 def test_default_ratio_weighting_recovers_a_narrow_posterior_component():
@@ -38,8 +39,9 @@ def test_default_ratio_weighting_recovers_a_narrow_posterior_component():
     mass = lambda log_r: float(jnp.sum(jnp.where(inside, jax.nn.softmax(log_r), 0.0)))
     exact = mass(jnp.logaddexp(dist.Normal(grid[:, 0], 1.0).log_prob(x0[0]),
                                dist.Normal(grid[:, 0], narrow).log_prob(x0[0])))
-    plain, weighted = (mass(fit(jax.random.PRNGKey(2), bank, max_epochs=100, progress=False,
-                                **kwargs).estimator.log_ratio(grid, x0)) for kwargs in ({"ratio_weighting": 0.0}, {}))
+    plain, weighted = (mass(fit(jax.random.PRNGKey(2), bank, max_epochs=100, num_members=1, progress=False,
+                                **kwargs).estimator.log_ratio(grid, x0))  # one network per objective
+                       for kwargs in ({"ratio_weighting": 0.0}, {}))
     assert 0.5 < exact < 0.53
     assert exact - plain > 0.2, (plain, exact)
     assert abs(weighted - exact) < 0.65 * abs(plain - exact), (plain, weighted, exact)
@@ -131,7 +133,8 @@ def test_parameter_average_lowers_the_excess_loss_of_noisy_training():
     test = simulate(jax.random.PRNGKey(5), task, 20_000, progress=False)
     bayes = evaluate(_GaussianLinearLogRatio(), test)
     plain, averaged_ = (evaluate(fit(jax.random.PRNGKey(1), bank, max_epochs=30, patience=30, batch_size=128,
-                                     optimizer=optax.adam(1e-2), ema_decay=beta, progress=False).estimator, test)
+                                     optimizer=optax.adam(1e-2), ema_decay=beta, num_members=1,
+                                     progress=False).estimator, test)  # one network's iterates against their average
                         for beta in (0.0, 0.99))
     assert averaged_ - bayes < 0.5 * (plain - bayes), (plain, averaged_, bayes)
 
@@ -252,22 +255,32 @@ def test_early_stopping_keeps_best_parameters(gl3):
 
 def test_time_budget_stops_before_the_epoch_that_would_overrun_it(small_bank):
     """Each stop is named in the history; the budget stops training once the mean epoch time says
-    the next epoch would end past it, and never before the first epoch."""
+    the next epoch would end past it, and never before the first epoch (one network: the rule that
+    stops each of fit's trainings)."""
     key = jax.random.PRNGKey(2)
-    full = fit(key, small_bank, max_epochs=6, patience=100, progress=False).history
+    fit_ = functools.partial(fit, num_members=1, quadratic=False, progress=False)
+    full = fit_(key, small_bank, max_epochs=6, patience=100).history
     assert (full.stop_reason, len(full.train_loss), full.stopped_early) == ("max_epochs", 6, False)
-    patient = fit(key, small_bank, max_epochs=50, patience=1, progress=False).history
+    patient = fit_(key, small_bank, max_epochs=50, patience=1).history
     assert patient.stop_reason == "patience" and len(patient.train_loss) - 1 - patient.best_epoch == 1
-    tiny = fit(key, small_bank, max_epochs=6, patience=100, time_budget=1e-6, progress=False).history
+    tiny = fit_(key, small_bank, max_epochs=6, patience=100, time_budget=1e-6).history
     assert (tiny.stop_reason, len(tiny.train_loss), tiny.stopped_early) == ("time_budget", 1, True)
     # the same first epoch as without a budget (same schedule): the budget only decides when to stop
     np.testing.assert_allclose(tiny.train_loss, full.train_loss[:1], rtol=1e-6)
     per_epoch = full.seconds / 6
     budget = 3.5 * per_epoch + 0.05
-    timed = fit(key, small_bank, max_epochs=10_000, patience=10_000, time_budget=budget, progress=False).history
+    timed = fit_(key, small_bank, max_epochs=10_000, patience=10_000, time_budget=budget).history
     assert timed.stop_reason == "time_budget" and len(timed.train_loss) < 10_000
     # it stops within the epoch after the mean time says the budget is near (CI load varies: margin)
     assert timed.seconds <= budget + 3 * timed.seconds / len(timed.train_loss) + 0.2, (timed.seconds, budget)
+    # fit's own choices (the two quadratic candidates, then 4 networks here) share one budget of 10 s,
+    # compilation included: five trainings that each took the whole of it would last about 50 s
+    shared = fit(key, small_bank, max_epochs=10_000, patience=10_000, time_budget=10.0, progress=False).history
+    members = shared.choices["members"]
+    assert shared.stop_reason == "time_budget" and len(members["seconds"]) == 4
+    assert len(shared.choices["quadratic"]["seconds"]) == 2
+    assert shared.seconds == pytest.approx(sum(members["seconds"]))
+    assert shared.seconds < 20.0 and sum(members["seconds"][1:]) < 10.0, members["seconds"]
 
 
 def test_fit_accepts_any_optax_transformation_and_is_reproducible():
@@ -459,6 +472,25 @@ def test_fit_ensemble_members_share_the_first_members_choice(small_bank):
     first = result.histories[0].choices["quadratic"]["chosen"]
     assert result.estimator.config.quadratic is first
     assert [h.choices for h in result.histories[1:]] == [None, None]
+
+
+def test_history_describes_the_training_and_the_choices():
+    """The line printed by the notebooks: epochs, seconds and best loss of the first network, and
+    what fit chose, read from the history's own fields."""
+    val = np.array([0.5, 0.3, 0.31])
+    one = TrainHistory(np.zeros(3), val, 1, True, 12.34)
+    assert one.describe() == "3 epochs in 12.3 s, best validation loss 0.3000 at epoch 1"
+    members = {"chosen": 2, "reason": "r", "validation_loss": {"1": 0.3, "2": 0.2875, "3": 0.29},
+               "seconds": [10.0, 11.0, 12.0], "best_epochs": [1, 2, 2]}
+    quadratic = {"chosen": True, "reason": "r", "validation_loss": {"False": 0.32, "True": 0.3},
+                 "seconds": {"False": 5.0, "True": 5.0}}
+    several = one._replace(seconds=33.0, choices={"members": members, "quadratic": quadratic})
+    assert several.describe() == ("3 networks in 33 s, kept the average of the first 2 (validation loss 0.2875); "
+                                  "the first: 3 epochs, best validation loss 0.3000 at epoch 1; quadratic terms kept")
+    alone = several._replace(choices={"members": members | {"chosen": 1},
+                                      "quadratic": quadratic | {"chosen": False}})
+    assert "kept the first alone (validation loss 0.3000)" in alone.describe()
+    assert alone.describe().endswith("quadratic terms dropped")
 
 
 def test_fit_chooses_the_number_of_networks_by_held_out_loss(small_bank):
