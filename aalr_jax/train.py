@@ -22,6 +22,9 @@ The pieces, each a pure function or a builder of pure functions:
   Of M networks, the ensemble of the first m, f̄_m = (1/m) Σ_{i≤m} f_i, is kept for the m with
   the lowest held-out loss; the loss is convex in the logit, so L(f̄_m) ≤ (1/m) Σ_{i≤m} L(f_i):
   averaging cuts the variance of the learned log-ratio and never does worse than the average member.
+  On one accelerator the networks after the first share an architecture and train together: the
+  epoch is ``vmap``-ed over their stacked states, every network with its own initialisation,
+  minibatch order and early stop (it is frozen at its stop while the others go on).
 
 :func:`fit_ensemble` trains M such estimators on one training/validation split, each from its own
 initialisation and minibatch order, and averages their logits (:class:`aalr_jax.nn.RatioEnsemble`).
@@ -219,18 +222,37 @@ def evaluate(estimator, bank: SimulationBank, batch_size: int = 1024, *, mesh=No
     value does not depend on the mesh beyond floating-point order.
     """
     mesh = resolve_mesh(mesh)
+    split = mesh is not None and batch_size % mesh.size == 0
+    return float(_batched_mean(lambda theta, x, whole: _batch_losses_on(mesh, split and whole)(estimator, theta, x),
+                               bank, batch_size))
+
+
+@jax.jit
+def _member_batch_losses(members: RatioEstimator, theta, x):
+    return jax.vmap(_batch_losses, in_axes=(0, None, None))(members, theta, x)
+
+
+def _member_losses(members: RatioEstimator, bank: SimulationBank, batch_size: int = 1024) -> np.ndarray:
+    """:func:`evaluate` of each of M stacked networks (``members``: params with a leading ``(M,)``
+    axis) on one device, in one program: ``(M,)``."""
+    return _batched_mean(lambda theta, x, whole: _member_batch_losses(members, theta, x), bank, batch_size)
+
+
+def _batched_mean(batch_losses: Callable, bank: SimulationBank, batch_size: int):
+    """The mean over a bank's simulations of per-batch mean losses: ``batch_losses(theta (b,
+    batch_size, d), x (b, batch_size, ...), whole) -> (..., b)`` on the full batches (``whole``
+    True), then on the last partial batch of two or more; ``(...)``."""
     n = bank.theta.shape[0]
     full = (n // batch_size) * batch_size
     total, count = 0.0, 0
     if full:
         shape = (n // batch_size, batch_size)
-        losses = _batch_losses_on(mesh, mesh is not None and batch_size % mesh.size == 0)(
-            estimator, bank.theta[:full].reshape(shape + bank.theta.shape[1:]),
-            bank.x[:full].reshape(shape + bank.x.shape[1:]))
-        total, count = float(losses.sum()) * batch_size, full
+        losses = np.asarray(batch_losses(bank.theta[:full].reshape(shape + bank.theta.shape[1:]),
+                                         bank.x[:full].reshape(shape + bank.x.shape[1:]), True), np.float64)
+        total, count = losses.sum(-1) * batch_size, full
     if n - full >= 2:
-        loss = _batch_losses_on(mesh, False)(estimator, bank.theta[None, full:], bank.x[None, full:])
-        total, count = total + float(loss[0]) * (n - full), n
+        loss = np.asarray(batch_losses(bank.theta[None, full:], bank.x[None, full:], False), np.float64)[..., 0]
+        total, count = total + loss * (n - full), n
     return total / count
 
 
@@ -430,6 +452,14 @@ def member_candidates(num_members: int | None, num_train: int, embedding: str = 
     return most, f"{why}: trained {most} networks and kept the first m with the lowest held-out loss"
 
 
+def _together(backend: str) -> bool:
+    """Whether :func:`fit` trains its networks after the first at once (:func:`_train_together`)
+    rather than one after the other, when the training bank is in memory on one device: on an
+    accelerator, where one small network's steps leave most of the device idle; not on a CPU, where
+    the batched epoch gains too little to pay for compiling it (benchmarks/member_training.py)."""
+    return backend != "cpu"
+
+
 def _members_chosen(results: list, validation: SimulationBank, reason: str) -> "FitResult":
     """The ensemble of the first m of ``results``' networks with the lowest loss on ``validation``
     (the first network alone when m = 1). Its history is the first network's with
@@ -554,12 +584,15 @@ class TrainingData(NamedTuple):
         validation: the held-out :class:`SimulationBank`, in memory.
         epoch_fn: ``epoch_fn(trainer, batch_size) -> run_epoch``, where ``run_epoch(rng_key, state)
             -> (state, TrainInfo)`` takes ``num_train // batch_size`` optimizer steps.
+        train: the training :class:`SimulationBank` when it is in memory on one device (several
+            networks can then train together, :func:`_train_together`), else None.
     """
 
     standardization: Standardization
     num_train: int
     validation: SimulationBank
     epoch_fn: Callable
+    train: SimulationBank | None = None
 
 
 def _in_memory_data(rng_key, bank: SimulationBank, held_out: "_HeldOut", mesh: Mesh | None) -> TrainingData:
@@ -572,7 +605,8 @@ def _in_memory_data(rng_key, bank: SimulationBank, held_out: "_HeldOut", mesh: M
     standardization = standardization_from(train.theta, train.x)
     placed = train if mesh is None else _replicated(train, mesh)
     return TrainingData(standardization, train.num_simulations, val,
-                        lambda trainer, batch_size: lambda key, state: trainer.epoch(key, state, placed))
+                        lambda trainer, batch_size: lambda key, state: trainer.epoch(key, state, placed),
+                        train if mesh is None else None)
 
 
 def _train(rng_key, trainer: Trainer, estimator, run_epoch: Callable, val: SimulationBank, schedule: _Schedule,
@@ -601,6 +635,58 @@ def _train(rng_key, trainer: Trainer, estimator, run_epoch: Callable, val: Simul
                            time.perf_counter() - start, float(schedule.ema_decay), train_objective,
                            schedule.batch_size, schedule.learning_rate, reason)
     return FitResult(best, history)
+
+
+def _train_together(rng_keys: list, trainer: Trainer, estimators: list, bank: SimulationBank, val: SimulationBank,
+                    schedule: _Schedule, progress: bool) -> list[FitResult]:
+    """:func:`_train` of M networks of one config at once, on one device: ``jax.vmap`` over their
+    stacked states runs every network's epoch in one compiled program, each with its own
+    initialisation (``estimators``) and minibatch order (epoch i of network m draws from
+    ``fold_in(rng_keys[m], i)``), so each takes the steps it would take alone. Each network stops by
+    its own patience: from then on its best estimator and history are frozen while the others go
+    on; the time budget, for all of them, stops every one still training. Each history's
+    ``seconds`` is an equal share of the wall time."""
+    start, num = time.perf_counter(), len(estimators)
+    stack = lambda trees: jax.tree.map(lambda *a: jnp.stack(a), *trees)
+    state = stack([trainer.init(e) for e in estimators])
+    keys = jnp.stack(rng_keys)
+    epoch = jax.jit(jax.vmap(trainer.epoch, in_axes=(0, 0, None)))
+    averaged = jax.jit(jax.vmap(trainer.estimator))
+    best, best_loss = stack(estimators), np.full(num, np.inf)
+    best_epoch, reasons, rows = np.zeros(num, int), [None] * num, [[] for _ in range(num)]
+    bar = tqdm(range(schedule.max_epochs), desc=f"train {num} networks", unit="epoch", disable=not progress,
+               leave=False)
+    for i in bar:
+        state, info = epoch(jax.vmap(jax.random.fold_in, in_axes=(0, None))(keys, i), state, bank)
+        current = averaged(state)
+        val_loss = _member_losses(current, val)
+        active = np.array([r is None for r in reasons])
+        if not np.all(np.isfinite(val_loss[active])):
+            raise FloatingPointError(f"validation loss became {val_loss[active]} at epoch {i}: training diverged; "
+                                     "lower the learning rate")
+        improved = active & (val_loss < best_loss)
+        if improved.any():
+            chosen = jnp.asarray(improved)
+            best = jax.tree.map(lambda b, c: jnp.where(chosen.reshape((-1,) + (1,) * (c.ndim - 1)), c, b),
+                                best, current)
+            best_loss, best_epoch = np.where(improved, val_loss, best_loss), np.where(improved, i, best_epoch)
+        elapsed, loss, objective_ = time.perf_counter() - start, np.asarray(info.loss), np.asarray(info.objective)
+        for m in np.flatnonzero(active):
+            rows[m].append((float(loss[m]), float(val_loss[m]), float(objective_[m])))
+            reasons[m] = _stop_reason(i, int(best_epoch[m]), schedule, elapsed, None)
+        bar.set_postfix(training=sum(r is None for r in reasons), best=float(best_loss.min()))
+        if all(r is not None for r in reasons):
+            break
+    bar.close()
+    seconds = (time.perf_counter() - start) / num
+    results = []
+    for m in range(num):
+        train_loss, validation_loss, train_objective = (np.asarray(c) for c in zip(*rows[m]))
+        history = TrainHistory(train_loss, validation_loss, int(best_epoch[m]), len(rows[m]) < schedule.max_epochs,
+                               seconds, float(schedule.ema_decay), train_objective, schedule.batch_size,
+                               schedule.learning_rate, reasons[m])
+        results.append(FitResult(jax.tree.map(lambda a: a[m], best), history))
+    return results
 
 
 def _stop_reason(epoch: int, best_epoch: int, schedule: _Schedule, elapsed: float, mesh: Mesh | None):
@@ -775,7 +861,9 @@ def fit(
             as keep networks × training simulations within :data:`AUTO_MAX_TRAIN_CPU`: 4 on 10^4
             simulations, one on 10^5 or with a learned embedding) and keeps the first m with the
             lowest held-out loss of their averaged logit, recorded in ``history.choices["members"]``.
-            1 trains one network; M > 1 returns the ensemble of M.
+            1 trains one network; M > 1 returns the ensemble of M. On one accelerator with the bank
+            in memory, networks 1..M-1 train at once, one program over their stacked states
+            (``jax.vmap``), each taking the steps it would take alone; elsewhere one after the other.
         mesh: the devices each minibatch is split over (:func:`aalr_jax.sharding.resolve_mesh`):
             None (every device when there are several), False (one device), a number of devices,
             a list of devices or a one-axis ``jax.sharding.Mesh``. See "Devices and processes".
@@ -856,8 +944,16 @@ def fit(
     first = _chosen(first, candidates, reason) if network.quadratic is None else first[0]
     host = (lambda r: r) if mesh is None else (lambda r: r._replace(estimator=_on_host(r.estimator)))
     first = host(first)
-    others = [host(train_one(jax.random.fold_in(key_init, m), jax.random.fold_in(key_epochs, m),
-                             first.estimator.config)) for m in range(1, max_members)]
+    if max_members > 2 and data.train is not None and _together(jax.default_backend()):  # at once (vmap)
+        share = schedule if schedule.time_budget is None else schedule._replace(
+            time_budget=(schedule.time_budget - first.history.seconds) * (max_members - 1) / (trainings - len(results)))
+        others = _train_together([jax.random.fold_in(key_epochs, m) for m in range(1, max_members)], trainer,
+                                 [init_estimator(jax.random.fold_in(key_init, m), first.estimator.config,
+                                                 data.standardization) for m in range(1, max_members)],
+                                 data.train, data.validation, share, progress)
+    else:
+        others = [host(train_one(jax.random.fold_in(key_init, m), jax.random.fold_in(key_epochs, m),
+                                 first.estimator.config)) for m in range(1, max_members)]
     if num_members is None:
         validation = _on_host(data.validation) if _spans_processes(mesh) else data.validation
         return _members_chosen([first, *others], validation, members_reason)

@@ -474,6 +474,40 @@ def test_fit_ensemble_members_share_the_first_members_choice(small_bank):
     assert [h.choices for h in result.histories[1:]] == [None, None]
 
 
+def test_networks_trained_together_take_the_steps_they_take_alone(small_bank, monkeypatch):
+    """On an accelerator fit trains its networks after the first at once (vmap over their states).
+    Each must take the steps it takes alone (the CPU path, one after the other), stop by its own
+    patience while the others go on, and be frozen there: the same histories, stops, best epochs,
+    parameters (up to float order) and choice of how many to keep."""
+    from aalr_jax import train as train_module
+
+    histories = {"alone": [], "together": []}
+    train_alone, train_together = train_module._train, train_module._train_together
+    monkeypatch.setattr(train_module, "_train", lambda *a, **k: histories["alone"].append(train_alone(*a, **k))
+                        or histories["alone"][-1])
+    kwargs = dict(quadratic=False, max_epochs=40, patience=2, progress=False)
+    alone = fit(jax.random.PRNGKey(2), small_bank, **kwargs)
+    monkeypatch.setattr(train_module, "_together", lambda backend: True)
+    monkeypatch.setattr(train_module, "_train_together",
+                        lambda *a, **k: histories["together"].extend(train_together(*a, **k)) or histories["together"])
+    together = fit(jax.random.PRNGKey(2), small_bank, **kwargs)
+    assert len(histories["alone"]) == 5 and len(histories["together"]) == 3  # networks 1-3 of 4, at once
+    epochs = []
+    for a, b in zip(histories["alone"][1:4], histories["together"], strict=True):
+        assert (len(b.history.validation_loss), b.history.best_epoch, b.history.stop_reason) == \
+            (len(a.history.validation_loss), a.history.best_epoch, a.history.stop_reason)
+        np.testing.assert_allclose(b.history.validation_loss, a.history.validation_loss, rtol=1e-4)
+        np.testing.assert_allclose(b.history.train_loss, a.history.train_loss, rtol=1e-4)
+        for x, y in zip(jax.tree.leaves(a.estimator), jax.tree.leaves(b.estimator), strict=True):
+            np.testing.assert_allclose(y, x, rtol=1e-3, atol=1e-4)
+        epochs.append(len(b.history.validation_loss))
+    assert len(set(epochs)) > 1 and min(epochs) < 40, epochs  # some stopped while others trained on
+    chosen, reference = together.history.choices["members"], alone.history.choices["members"]
+    assert chosen["chosen"] == reference["chosen"] and chosen["best_epochs"] == reference["best_epochs"]
+    np.testing.assert_allclose(list(chosen["validation_loss"].values()), list(reference["validation_loss"].values()),
+                               rtol=1e-4)
+
+
 def test_history_describes_the_training_and_the_choices():
     """The line printed by the notebooks: epochs, seconds and best loss of the first network, and
     what fit chose, read from the history's own fields."""
