@@ -875,8 +875,9 @@ def fit(
             epoch that would overrun them (``history.stop_reason == "time_budget"``), keeping the
             best estimator so far (when ``fit`` trains several networks, each has an equal share of
             what is left of it; every training runs at least its first epoch, whose time includes
-            compiling it, so a budget below the compilation time is overrun); the learning rate still decays over ``max_epochs``, so fewer
-            ``max_epochs`` that fit the budget train better than a budget that cuts the schedule;
+            compiling it, so a budget below the compilation time is overrun); the learning rate
+            still decays over ``max_epochs``, so fewer ``max_epochs`` that fit the budget train
+            better than a budget that cuts the schedule;
             ``validation_fraction`` or ``validation_bank``, the two forms of ``validation`` by name.
             Any other name is a ``TypeError``.
 

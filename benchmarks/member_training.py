@@ -66,7 +66,8 @@ def main():
     parser.add_argument("--budgets", default="10000")
     parser.add_argument("--members", type=int, default=4)
     parser.add_argument("--repeats", type=int, default=1, help="timed runs of each way (the fastest counts)")
-    parser.add_argument("--output", default=None, help="results JSON (default: results/member_training_<platform>.json)")
+    parser.add_argument("--output", default=None,
+                        help="results JSON (default: results/member_training_<platform>.json)")
     args = parser.parse_args()
     device = jax.devices()[0]
     rows = [run(t, int(b), args.members, args.repeats) for t in args.tasks.split(",") for b in args.budgets.split(",")]
