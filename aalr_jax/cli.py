@@ -181,9 +181,10 @@ def _add_training_options(parser) -> None:
                             "MLP alone flattens (default: fit trains both and keeps the lower held-out loss, up to "
                             "50,000 training simulations on a CPU; without them above)")
     group.add_argument("--ensemble", type=_positive_int, default=None, metavar="M",
-                       help="train M networks on one split and average their logits (default: fit trains 4, on a CPU "
-                            "as many as keep networks x training simulations within 50,000, one with a learned "
-                            "embedding, and keeps the first m with the lowest held-out loss)")
+                       help="train M networks on one split and average their logits (default: fit trains up to 4, "
+                            "on a CPU while their epochs x training simulations stay within those of one network's "
+                            "full schedule on 100,000, one with a learned embedding, and keeps the first m with the "
+                            "lowest held-out loss)")
     group.add_argument("--num-negatives", type=_positive_int, default=1, metavar="K",
                        help="independent θ per simulation in each training batch (default: %(default)s)")
     group.add_argument("--ratio-weighting", type=_exponent, default=None, metavar="ALPHA",

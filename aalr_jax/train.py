@@ -18,7 +18,8 @@ The pieces, each a pure function or a builder of pure functions:
   loss has not improved for ``patience`` epochs and returns the best estimator with its history.
   What the user leaves to it, it chooses on the held-out split and records in
   ``history.choices``: the network with or without quadratic terms in θ
-  (:func:`quadratic_candidates`), and how many networks to average (:func:`member_candidates`).
+  (:func:`quadratic_candidates`), and how many networks to average (:func:`member_candidates`:
+  on a CPU, as many as the first network's epochs leave room for).
   Of M networks, the ensemble of the first m, f̄_m = (1/m) Σ_{i≤m} f_i, is kept for the m with
   the lowest held-out loss; the loss is convex in the logit, so L(f̄_m) ≤ (1/m) Σ_{i≤m} L(f_i):
   averaging cuts the variance of the learned log-ratio and never does worse than the average member.
@@ -64,7 +65,8 @@ from aalr_jax.validation import check_key, check_number, check_real_array, posit
 __all__ = ["DEFAULT_RATIO_WEIGHTING", "AverageState", "EnsembleFitResult", "FitResult", "LossConfig", "ParamAverage",
            "TrainHistory", "TrainInfo", "TrainState", "Trainer", "build_trainer", "default_batch_size",
            "default_ema_decay", "default_learning_rate", "evaluate", "fit", "fit_ensemble", "param_average",
-           "quadratic_candidates", "member_candidates", "AUTO_MAX_TRAIN_CPU", "AUTO_MEMBERS_MAX"]
+           "quadratic_candidates", "member_candidates", "MemberPlan", "AUTO_MAX_TRAIN_CPU",
+           "AUTO_MEMBERS_MAX", "AUTO_MEMBERS_WORK_CPU"]
 
 
 # ---------------------------------------------------------------- parameter averaging
@@ -396,8 +398,7 @@ def _resolved(schedule: _Schedule, loss: LossConfig, num_train: int, num_val: in
 # ---------------------------------------------------------------- automatic choices
 
 AUTO_MAX_TRAIN_CPU = 50_000
-"""What :func:`fit`'s own choices may cost on a CPU: above this many training simulations it does
-not try the quadratic terms, and it trains at most ``AUTO_MAX_TRAIN_CPU // num_train`` networks."""
+"""Above this many training simulations on a CPU, :func:`fit` does not try the quadratic terms."""
 
 
 def quadratic_candidates(quadratic: bool | None, num_train: int) -> tuple[tuple, str | None]:
@@ -423,33 +424,65 @@ def quadratic_candidates(quadratic: bool | None, num_train: int) -> tuple[tuple,
 AUTO_MEMBERS_MAX = 4
 """The most networks :func:`fit` averages when it chooses their number."""
 
+AUTO_MEMBERS_WORK_CPU = 100_000
+"""On a CPU, :func:`fit`'s networks together train about as much as one network does in all its
+``max_epochs`` on this many training simulations (:func:`member_candidates`)."""
 
-def member_candidates(num_members: int | None, num_train: int, embedding: str = "flatten") -> tuple[int, str | None]:
+
+class MemberPlan(NamedTuple):
+    """How many networks :func:`fit` trains (:func:`member_candidates`).
+
+    Attributes:
+        most: the number of networks to train, or at most to train when ``work`` is set.
+        reason: why, a sentence for the history (None when the number was given).
+        work: None, or the most epochs × training simulations that the networks trained so far
+            plus one more like the first may take before another is trained.
+    """
+
+    most: int
+    reason: str | None
+    work: int | None = None
+
+    def another(self, epochs: list[int], num_train: int) -> bool:
+        """Whether to train one more network after networks that trained ``epochs`` (the first
+        network's first): (Σ epochs + epochs[0]) × ``num_train`` ≤ ``work``, and fewer than ``most``."""
+        within = self.work is None or (sum(epochs) + epochs[0]) * num_train <= self.work
+        return len(epochs) < self.most and within
+
+    def expected(self, num_train: int, max_epochs: int) -> int:
+        """The networks trained if each trains all ``max_epochs``: the count that ``time_budget``'s
+        shares are made for (a network beyond it has what is left)."""
+        return self.most if self.work is None else min(self.most, max(1, self.work // (max_epochs * num_train)))
+
+
+def member_candidates(num_members: int | None, num_train: int, embedding: str = "flatten",
+                      max_epochs: int = 300) -> MemberPlan:
     """How many networks :func:`fit` trains, and why.
 
-    A given number is trained as asked. For None (the default) ``fit`` trains
-    :data:`AUTO_MEMBERS_MAX` networks on an accelerator, where each costs a fraction of the first;
-    on a CPU, with the default ``embedding="flatten"``, as many as keep networks × training
-    simulations within :data:`AUTO_MAX_TRAIN_CPU` (4 up to 12,500 training simulations, 3 up to
-    16,666, 2 up to 25,000, one above), so that the ensemble trains in about the time of one network on that many
-    simulations, and with a learned embedding (a CNN, ResNet or 1-D convolution, many times the
-    MLP's cost per simulation) one. It keeps the ensemble of the first m with the lowest held-out loss.
+    A given number is trained as asked. For None (the default) ``fit`` trains up to
+    :data:`AUTO_MEMBERS_MAX` networks and keeps the ensemble of the first m with the lowest
+    held-out loss. On an accelerator, where each network after the first costs a fraction of it,
+    it trains all of them. On a CPU, with the default ``embedding="flatten"``, it trains them one
+    after the other while their epochs × training simulations, plus one more network like the
+    first, stay within :data:`AUTO_MEMBERS_WORK_CPU` × ``max_epochs``: about the work of one
+    network's full schedule on 100,000 simulations. The count follows what training took, not the
+    bank's size alone: 4 networks on 10^4 simulations, one network on 10^5 that trains all its
+    epochs, 4 on 10^5 (90,000 training) when each stops within 83 of 300 epochs. With a learned
+    embedding (a CNN, ResNet or 1-D convolution, many times the MLP's cost per simulation) a CPU
+    trains one.
 
     Returns:
-        ``(max_members, reason)``: the number of networks to train, and for None a sentence for the history.
+        a :class:`MemberPlan`.
     """
     if num_members is not None:
-        return num_members, None
+        return MemberPlan(num_members, None)
     if jax.default_backend() != "cpu":
-        most, why = AUTO_MEMBERS_MAX, "on an accelerator"
-    elif embedding != "flatten":
-        most, why = 1, f"a learned embedding ({embedding}) on a CPU"
-    else:
-        most = int(min(AUTO_MEMBERS_MAX, max(1, AUTO_MAX_TRAIN_CPU // num_train)))
-        why = f"{num_train} training simulations on a CPU (networks × simulations within {AUTO_MAX_TRAIN_CPU})"
-    if most == 1:
-        return 1, f"{why}: one network"
-    return most, f"{why}: trained {most} networks and kept the first m with the lowest held-out loss"
+        return MemberPlan(AUTO_MEMBERS_MAX, "on an accelerator")
+    if embedding != "flatten":
+        return MemberPlan(1, f"a learned embedding ({embedding}) on a CPU")
+    return MemberPlan(AUTO_MEMBERS_MAX, f"on a CPU, networks trained while their epochs × {num_train} training "
+                      f"simulations, with one more like the first, stayed within {AUTO_MEMBERS_WORK_CPU:,} × "
+                      f"{max_epochs} epochs", AUTO_MEMBERS_WORK_CPU * max_epochs)
 
 
 def _together(backend: str) -> bool:
@@ -464,7 +497,8 @@ def _members_chosen(results: list, validation: SimulationBank, reason: str) -> "
     """The ensemble of the first m of ``results``' networks with the lowest loss on ``validation``
     (the first network alone when m = 1). Its history is the first network's with
     ``choices["members"]``: the chosen m, the reason, each prefix's held-out loss and each
-    network's seconds and best epoch; ``history.seconds`` is the time of every network trained."""
+    network's epochs, seconds and best epoch; ``history.seconds`` is the time of every network
+    trained."""
     first = results[0]
     prefix = lambda m: first.estimator if m == 1 else RatioEnsemble.stack([r.estimator for r in results[:m]])
     if len(results) == 1:
@@ -472,8 +506,10 @@ def _members_chosen(results: list, validation: SimulationBank, reason: str) -> "
     else:
         losses = [evaluate(prefix(m), validation, mesh=False) for m in range(1, len(results) + 1)]
     best = int(np.argmin(losses)) + 1
-    record = {"chosen": best, "reason": reason,
+    trained = f"trained {len(results)} networks and kept the first m with the lowest held-out loss"
+    record = {"chosen": best, "reason": f"{reason}: {trained if len(results) > 1 else 'one network'}",
               "validation_loss": {str(m + 1): loss for m, loss in enumerate(losses)},
+              "epochs": [len(r.history.validation_loss) for r in results],
               "seconds": [r.history.seconds for r in results],
               "best_epochs": [int(r.history.best_epoch) for r in results]}
     history = first.history._replace(seconds=float(sum(record["seconds"])),
@@ -857,10 +893,11 @@ def fit(
             :func:`default_ema_decay` of the schedule's steps when None.
         num_members: how many networks to train and average (:class:`aalr_jax.nn.RatioEnsemble`),
             all on the same split, network m ≥ 1 from the keys folded with m. None (the default)
-            lets ``fit`` choose (:func:`member_candidates`): it trains 4 networks (on a CPU, as many
-            as keep networks × training simulations within :data:`AUTO_MAX_TRAIN_CPU`: 4 on 10^4
-            simulations, one on 10^5 or with a learned embedding) and keeps the first m with the
-            lowest held-out loss of their averaged logit, recorded in ``history.choices["members"]``.
+            lets ``fit`` choose (:func:`member_candidates`): it trains up to 4 networks (on a CPU, while
+            their epochs × training simulations stay within those of one network's full schedule on
+            :data:`AUTO_MEMBERS_WORK_CPU` simulations: 4 on 10^4, one on 10^5 unless the first
+            stops early, one with a learned embedding) and keeps the first m with the lowest
+            held-out loss of their averaged logit, recorded in ``history.choices["members"]``.
             1 trains one network; M > 1 returns the ensemble of M. On one accelerator with the bank
             in memory, networks 1..M-1 train at once, one program over their stacked states
             (``jax.vmap``), each taking the steps it would take alone; elsewhere one after the other.
@@ -929,13 +966,13 @@ def fit(
                             mesh=False if mesh is None else mesh)
     run_epoch = data.epoch_fn(trainer, schedule.batch_size)
     candidates, reason = quadratic_candidates(network.quadratic, data.num_train)
-    max_members, members_reason = member_candidates(num_members, data.num_train, network.embedding)
-    trainings, results = len(candidates) + max_members - 1, []
+    plan = member_candidates(num_members, data.num_train, network.embedding, schedule.max_epochs)
+    trainings, results = len(candidates) + plan.expected(data.num_train, schedule.max_epochs) - 1, []
 
     def train_one(key_init, key_epochs, config):
         spent = sum(r.history.seconds for r in results)
-        share = schedule if schedule.time_budget is None else schedule._replace(
-            time_budget=(schedule.time_budget - spent) / (trainings - len(results)))  # equal shares of what is left
+        share = schedule if schedule.time_budget is None else schedule._replace(  # equal shares of what is left
+            time_budget=(schedule.time_budget - spent) / max(1, trainings - len(results)))
         estimator = init_estimator(key_init, config, data.standardization)
         results.append(_train(key_epochs, trainer, estimator, run_epoch, data.validation, share, progress, mesh))
         return results[-1]
@@ -945,19 +982,24 @@ def fit(
     first = _chosen(first, candidates, reason) if network.quadratic is None else first[0]
     host = (lambda r: r) if mesh is None else (lambda r: r._replace(estimator=_on_host(r.estimator)))
     first = host(first)
-    if max_members > 2 and data.train is not None and _together(jax.default_backend()):  # at once (vmap)
-        share = schedule if schedule.time_budget is None else schedule._replace(
-            time_budget=(schedule.time_budget - first.history.seconds) * (max_members - 1) / (trainings - len(results)))
-        others = _train_together([jax.random.fold_in(key_epochs, m) for m in range(1, max_members)], trainer,
+    others = []
+    if plan.most > 2 and plan.work is None and data.train is not None and _together(jax.default_backend()):
+        share = schedule if schedule.time_budget is None else schedule._replace(  # at once (vmap)
+            time_budget=(schedule.time_budget - first.history.seconds) * (plan.most - 1) / (trainings - len(results)))
+        others = _train_together([jax.random.fold_in(key_epochs, m) for m in range(1, plan.most)], trainer,
                                  [init_estimator(jax.random.fold_in(key_init, m), first.estimator.config,
-                                                 data.standardization) for m in range(1, max_members)],
+                                                 data.standardization) for m in range(1, plan.most)],
                                  data.train, data.validation, share, progress)
-    else:
-        others = [host(train_one(jax.random.fold_in(key_init, m), jax.random.fold_in(key_epochs, m),
-                                 first.estimator.config)) for m in range(1, max_members)]
+    else:  # one after the other, while the plan allows another (and, for a number fit chooses, time is left)
+        left = lambda: (num_members is not None or schedule.time_budget is None
+                        or sum(r.history.seconds for r in results) < schedule.time_budget)
+        while plan.another([len(r.history.validation_loss) for r in (first, *others)], data.num_train) and left():
+            m = len(others) + 1
+            others.append(host(train_one(jax.random.fold_in(key_init, m), jax.random.fold_in(key_epochs, m),
+                                         first.estimator.config)))
     if num_members is None:
         validation = _on_host(data.validation) if _spans_processes(mesh) else data.validation
-        return _members_chosen([first, *others], validation, members_reason)
+        return _members_chosen([first, *others], validation, plan.reason)
     if not others:
         return first
     seconds = first.history.seconds + sum(r.history.seconds for r in others)

@@ -52,7 +52,7 @@ from aalr_jax import fit, fit_ensemble, sample_posterior, simulate, tasks
 from aalr_jax.diagnostics import c2st
 from aalr_jax.losses import LossConfig
 from aalr_jax.samplers import resolve_sampler
-from aalr_jax.train import AUTO_MAX_TRAIN_CPU, DEFAULT_RATIO_WEIGHTING
+from aalr_jax.train import AUTO_MEMBERS_WORK_CPU, DEFAULT_RATIO_WEIGHTING
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 PUBLISHED = os.path.join(HERE, "sbibm_published")  # sbibm's published C2ST tables, MIT
@@ -170,8 +170,9 @@ def options_label(row: dict) -> str:
     plain RWMH). A ``--defaults`` row takes no option; its label says what ``fit`` chose itself."""
     if row.get("defaults"):
         choices = (row.get("choices") or [None])[0] or {}
-        if "members" not in choices and 2 * int(0.9 * row["num_simulations"]) <= AUTO_MAX_TRAIN_CPU:
-            # a row from before fit chose the number of networks, where a CPU now trains several
+        one = len(choices.get("members", {}).get("seconds", [None])) == 1
+        if one and 2 * row["epochs"][0] * int(0.9 * row["num_simulations"]) <= AUTO_MEMBERS_WORK_CPU * 300:
+            # one network whose epochs leave a CPU room for another today (train.member_candidates)
             return "stale: one network (fit now trains several here)"
         chose = [f"{row['members']} networks"] if row.get("members", 1) > 1 else []
         chose += ["the quadratic terms"] if choices.get("quadratic", {}).get("chosen") else []

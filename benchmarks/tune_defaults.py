@@ -93,8 +93,10 @@ def candidates(budget: int) -> dict:
         # learned quadratic terms in θ added to the logit (fit(quadratic=True)); fit's default tries the
         # network without and with them and keeps the lower held-out loss. Up to
         # tune_defaults_quadratic.json, "default" trained without them: "no quadratic" here
-        # fit's default chooses the number of networks (up to 4; on a CPU within 50,000 networks x training
-        # simulations) by held-out loss; up to tune_defaults_quadratic_choice.json "default" trained one network
+        # fit's default chooses the number of networks (up to 4; on a CPU as many as the first network's epochs
+        # leave room for, train.member_candidates) by held-out loss; up to tune_defaults_quadratic_choice.json
+        # "default" trained one network; up to tune_defaults_members_choice.json a CPU trained networks x training
+        # simulations within 50,000 (one network at 10^5 whatever its epochs)
         "one network": dict(num_members=1),
         "quadratic": dict(quadratic=True),
         "no quadratic": dict(quadratic=False),

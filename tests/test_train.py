@@ -167,7 +167,7 @@ def test_quadratic_form_undoes_the_shrinkage_of_posterior_means():
     shortfall, excess = {}, {}
     for quadratic in (False, True):
         estimator = fit(jax.random.PRNGKey(1), bank, max_epochs=60, patience=60, quadratic=quadratic,
-                        progress=False).estimator
+                        num_members=1, progress=False).estimator  # one network: its terms are the subject
         shortfall[quadratic], excess[quadratic] = 0.5 - slope(estimator), evaluate(estimator, test) - bayes
     assert 0.04 < shortfall[False] and shortfall[True] < 0.75 * shortfall[False], shortfall
     assert excess[True] < 0.8 * excess[False], excess
@@ -477,7 +477,8 @@ def test_fit_ensemble_members_share_the_first_members_choice(small_bank):
 
 def test_networks_trained_together_take_the_steps_they_take_alone(small_bank, monkeypatch):
     """On an accelerator fit trains its networks after the first at once (vmap over their states).
-    Each must take the steps it takes alone (the CPU path, one after the other), stop by its own
+    Each must take the steps it takes alone (the CPU's path, one after the other; on this small
+    bank a CPU also trains 4), stop by its own
     patience while the others go on, and be frozen there: the same histories, stops, best epochs,
     parameters (up to float order) and choice of how many to keep."""
     from aalr_jax import train as train_module
@@ -488,7 +489,7 @@ def test_networks_trained_together_take_the_steps_they_take_alone(small_bank, mo
                         or histories["alone"][-1])
     kwargs = dict(quadratic=False, max_epochs=40, patience=2, progress=False)
     alone = fit(jax.random.PRNGKey(2), small_bank, **kwargs)
-    monkeypatch.setattr(train_module, "_together", lambda backend: True)
+    monkeypatch.setattr(train_module.jax, "default_backend", lambda: "gpu")  # an accelerator's plan and path
     monkeypatch.setattr(train_module, "_train_together",
                         lambda *a, **k: histories["together"].extend(train_together(*a, **k)) or histories["together"])
     together = fit(jax.random.PRNGKey(2), small_bank, **kwargs)
@@ -555,28 +556,41 @@ def test_fit_chooses_the_number_of_networks_by_held_out_loss(small_bank):
     assert auto.history.seconds == pytest.approx(sum(record["seconds"]))
 
 
-def test_fit_trains_as_many_networks_as_the_device_and_bank_allow(small_bank, monkeypatch):
-    """On a CPU fit trains networks × training simulations within AUTO_MAX_TRAIN_CPU: one network
-    above half of it or with a learned embedding, the same as num_members=1, with the reason
-    recorded; on an accelerator 4 at any size. A number given is trained as asked, a bad one
+def test_fit_trains_as_many_networks_as_the_work_on_a_cpu_allows(small_bank, monkeypatch):
+    """On a CPU fit trains another network while the epochs × training simulations of those so far,
+    plus one more like the first, stay within AUTO_MEMBERS_WORK_CPU × max_epochs: the count follows
+    the first network's epochs, counted here by hand from the history. A learned embedding trains
+    one network; an accelerator 4 at any size. A number given is trained as asked, a bad one
     refused by name."""
     import aalr_jax.train as train
 
-    assert [train.member_candidates(None, n)[0] for n in (1000, 12_500, 12_501, 25_000, 25_001, 90_000)] == \
-        [4, 4, 3, 2, 1, 1]
-    assert train.member_candidates(3, 10**6) == (3, None)
-    assert train.member_candidates(None, 1000, "cnn")[0] == 1  # a learned embedding costs many MLPs
-    monkeypatch.setattr(train, "AUTO_MAX_TRAIN_CPU", 100)
+    def count(epochs, cap, most=4):  # the rule, by hand: network k+1 trains if (e_1 + ... + e_k + e_1) n <= cap
+        k = 1
+        while k < most and (sum(epochs[:k]) + epochs[0]) * 900 <= cap:
+            k += 1
+        return k
+
     key = jax.random.PRNGKey(8)
-    auto = fit(key, small_bank, max_epochs=3, quadratic=False, progress=False)
-    one = fit(key, small_bank, max_epochs=3, quadratic=False, num_members=1, progress=False)
-    assert isinstance(auto.estimator, RatioEstimator) and _same_params(auto.estimator, one.estimator)
-    record = auto.history.choices["members"]
-    assert record["chosen"] == 1 and "one network" in record["reason"] and "CPU" in record["reason"]
-    assert record["validation_loss"] == {"1": float(np.min(one.history.validation_loss))}
-    assert one.history.choices is None  # everything was given
+    auto = lambda **kw: fit(key, small_bank, quadratic=False, progress=False, **kw).history.choices["members"]
+    # every network trains all 6 epochs: (6 + 6) x 900 = 10,800 and (12 + 6) x 900 = 16,200 against 6 x W
+    for work, expected in ((1000, 1), (2000, 2), (3600, 4)):
+        monkeypatch.setattr(train, "AUTO_MEMBERS_WORK_CPU", work)
+        record = auto(max_epochs=6, patience=100)
+        assert record["epochs"] == [6] * expected and len(record["validation_loss"]) == expected
+        assert ("one network" if expected == 1 else f"trained {expected} networks") in record["reason"]
+    # one budget, 1000 x 30 epochs: a first network that trains all 30 leaves no room for a second;
+    # one that stops early (patience 1) leaves room for more
+    monkeypatch.setattr(train, "AUTO_MEMBERS_WORK_CPU", 1000)
+    full, early = auto(max_epochs=30, patience=100), auto(max_epochs=30, patience=1)
+    assert full["epochs"] == [30] and "CPU" in full["reason"]
+    assert early["epochs"][0] < 16 and len(early["epochs"]) == count(early["epochs"], 30_000) > 1
+    given = fit(key, small_bank, max_epochs=30, patience=1, quadratic=False, num_members=len(early["epochs"]),
+                progress=False)
+    assert given.estimator.num_members == len(early["epochs"]) and given.history.choices is None
+    assert train.member_candidates(3, 10**6) == (3, None, None)
+    assert train.member_candidates(None, 1000, "cnn").most == 1  # a learned embedding costs many MLPs
     monkeypatch.setattr(train.jax, "default_backend", lambda: "gpu")
-    assert train.member_candidates(None, 10**6)[0] == train.member_candidates(None, 10**6, "cnn")[0] == \
+    assert train.member_candidates(None, 10**6).most == train.member_candidates(None, 10**6, "cnn").most == \
         train.AUTO_MEMBERS_MAX
     for bad in (0, 1.5, "2"):
         with pytest.raises((ValueError, TypeError), match="num_members"):
